@@ -1,0 +1,125 @@
+"""CIFAR ResNets of the host zoo (resnet8 ... resnet110, resnet8x4, resnet32x4).
+
+Three stages of basic blocks on 32x32 inputs; the "x4" variants are wider (32-64-128-256)
+and begin with a projection shortcut in the first block. Parameter names and shapes follow
+the host so that its teacher checkpoints load unchanged.
+"""
+from typing import List
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = _conv3x3(cin, cout, stride)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = _conv3x3(cout, cout)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        identity = x if self.downsample is None else self.downsample(x)
+        # the pre-activation sum is what feature distillers read as "preact"
+        return out + identity
+
+
+class CifarResNet(nn.Module):
+    def __init__(self, depth: int, widths: List[int], num_classes: int = 100) -> None:
+        super().__init__()
+        if (depth - 2) % 6 != 0:
+            raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
+        n = (depth - 2) // 6
+        self.widths = widths
+        self.conv1 = nn.Conv2d(3, widths[0], 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.layer1 = self._stage(widths[0], widths[1], n, 1)
+        self.layer2 = self._stage(widths[1], widths[2], n, 2)
+        self.layer3 = self._stage(widths[2], widths[3], n, 2)
+        self.fc = nn.Linear(widths[3], num_classes)
+        _init_conv_bn(self)
+
+    @staticmethod
+    def _stage(cin: int, cout: int, blocks: int, stride: int) -> nn.Sequential:
+        layers = [BasicBlock(cin, cout, stride)]
+        layers += [BasicBlock(cout, cout) for _ in range(blocks - 1)]
+        return nn.Sequential(*layers)
+
+    def get_stage_channels(self) -> List[int]:
+        return list(self.widths)
+
+    def forward(self, x: torch.Tensor):
+        f0 = F.relu(self.bn1(self.conv1(x)))
+        feats, preacts = [f0], [f0]
+        out = f0
+        for stage in (self.layer1, self.layer2, self.layer3):
+            pre = stage(out)
+            out = F.relu(pre)
+            preacts.append(pre)
+            feats.append(out)
+        pooled = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
+        logits = self.fc(pooled)
+        return logits, {"feats": feats, "preact_feats": preacts, "pooled_feat": pooled}
+
+
+def _init_conv_bn(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+_NARROW = [16, 16, 32, 64]
+_WIDE = [32, 64, 128, 256]
+
+
+def resnet8(num_classes: int = 100) -> CifarResNet:
+    return CifarResNet(8, _NARROW, num_classes)
+
+
+def resnet14(num_classes: int = 100) -> CifarResNet:
+    return CifarResNet(14, _NARROW, num_classes)
+
+
+def resnet20(num_classes: int = 100) -> CifarResNet:
+    return CifarResNet(20, _NARROW, num_classes)
+
+
+def resnet32(num_classes: int = 100) -> CifarResNet:
+    return CifarResNet(32, _NARROW, num_classes)
+
+
+def resnet44(num_classes: int = 100) -> CifarResNet:
+    return CifarResNet(44, _NARROW, num_classes)
+
+
+def resnet56(num_classes: int = 100) -> CifarResNet:
+    return CifarResNet(56, _NARROW, num_classes)
+
+
+def resnet110(num_classes: int = 100) -> CifarResNet:
+    return CifarResNet(110, _NARROW, num_classes)
+
+
+def resnet8x4(num_classes: int = 100) -> CifarResNet:
+    return CifarResNet(8, _WIDE, num_classes)
+
+
+def resnet32x4(num_classes: int = 100) -> CifarResNet:
+    return CifarResNet(32, _WIDE, num_classes)

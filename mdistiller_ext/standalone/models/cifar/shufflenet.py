@@ -1,0 +1,148 @@
+"""ShuffleNet V1 (groups 3) and V2 (width 1.0) of the host zoo for CIFAR."""
+from typing import List
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .resnet import _init_conv_bn
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    b, c, h, w = x.shape
+    return x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
+
+
+class _V1Unit(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, groups: int) -> None:
+        super().__init__()
+        self.stride = stride
+        branch_out = cout - cin if stride == 2 else cout
+        mid = branch_out // 4
+        # the stem output (24 channels) is too narrow to split into groups
+        self.g1 = 1 if cin == 24 else groups
+        self.groups = groups
+        self.conv1 = nn.Conv2d(cin, mid, 1, groups=self.g1, bias=False)
+        self.bn1 = nn.BatchNorm2d(mid)
+        self.conv2 = nn.Conv2d(mid, mid, 3, stride, 1, groups=mid, bias=False)
+        self.bn2 = nn.BatchNorm2d(mid)
+        self.conv3 = nn.Conv2d(mid, branch_out, 1, groups=groups, bias=False)
+        self.bn3 = nn.BatchNorm2d(branch_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = channel_shuffle(out, self.g1)
+        out = F.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        if self.stride == 2:
+            return torch.cat([out, F.avg_pool2d(x, 3, 2, 1)], 1)
+        return out + x
+
+
+class ShuffleNetV1(nn.Module):
+    def __init__(self, widths: List[int], blocks: List[int], groups: int, num_classes: int = 100) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 24, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(24)
+        cin = 24
+        layers = []
+        for w, n in zip(widths, blocks):
+            units = [_V1Unit(cin if i == 0 else w, w, 2 if i == 0 else 1, groups) for i in range(n)]
+            layers.append(nn.Sequential(*units))
+            cin = w
+        self.layer1, self.layer2, self.layer3 = layers
+        self.linear = nn.Linear(cin, num_classes)
+        _init_conv_bn(self)
+
+    def forward(self, x: torch.Tensor):
+        out = F.relu(self.bn1(self.conv1(x)))
+        feats, preacts = [out], [out]
+        for layer in (self.layer1, self.layer2, self.layer3):
+            pre = layer(out)
+            out = F.relu(pre)
+            preacts.append(pre)
+            feats.append(out)
+        pooled = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
+        return self.linear(pooled), {"feats": feats, "preact_feats": preacts, "pooled_feat": pooled}
+
+
+class _V2Basic(nn.Module):
+    def __init__(self, cin: int) -> None:
+        super().__init__()
+        c = cin // 2
+        self.conv1 = nn.Conv2d(c, c, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.conv2 = nn.Conv2d(c, c, 3, 1, 1, groups=c, bias=False)
+        self.bn2 = nn.BatchNorm2d(c)
+        self.conv3 = nn.Conv2d(c, c, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        keep, work = x.chunk(2, dim=1)
+        out = F.relu(self.bn1(self.conv1(work)))
+        out = self.bn2(self.conv2(out))
+        out = F.relu(self.bn3(self.conv3(out)))
+        return channel_shuffle(torch.cat([keep, out], 1), 2)
+
+
+class _V2Down(nn.Module):
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        mid = cout // 2
+        self.conv1 = nn.Conv2d(cin, cin, 3, 2, 1, groups=cin, bias=False)
+        self.bn1 = nn.BatchNorm2d(cin)
+        self.conv2 = nn.Conv2d(cin, mid, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(mid)
+        self.conv3 = nn.Conv2d(cin, mid, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(mid)
+        self.conv4 = nn.Conv2d(mid, mid, 3, 2, 1, groups=mid, bias=False)
+        self.bn4 = nn.BatchNorm2d(mid)
+        self.conv5 = nn.Conv2d(mid, mid, 1, bias=False)
+        self.bn5 = nn.BatchNorm2d(mid)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        left = F.relu(self.bn2(self.conv2(self.bn1(self.conv1(x)))))
+        right = F.relu(self.bn3(self.conv3(x)))
+        right = F.relu(self.bn5(self.conv5(self.bn4(self.conv4(right)))))
+        return channel_shuffle(torch.cat([left, right], 1), 2)
+
+
+class ShuffleNetV2(nn.Module):
+    def __init__(self, widths: List[int], blocks: List[int], last: int, num_classes: int = 100) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 24, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(24)
+        cin = 24
+        layers = []
+        for w, n in zip(widths, blocks):
+            layers.append(nn.Sequential(_V2Down(cin, w), *[_V2Basic(w) for _ in range(n)]))
+            cin = w
+        self.layer1, self.layer2, self.layer3 = layers
+        self.widths = widths
+        self.conv2 = nn.Conv2d(cin, last, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(last)
+        self.linear = nn.Linear(last, num_classes)
+        _init_conv_bn(self)
+
+    def get_stage_channels(self) -> List[int]:
+        return [24] + list(self.widths)
+
+    def forward(self, x: torch.Tensor):
+        out = F.relu(self.bn1(self.conv1(x)))
+        feats = [out]
+        for layer in (self.layer1, self.layer2, self.layer3):
+            out = layer(out)
+            feats.append(out)
+        out = F.relu(self.bn2(self.conv2(out)))
+        pooled = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
+        # V2 units end in a ReLU before the shuffle, so stage outputs are their own preacts
+        return self.linear(pooled), {"feats": feats, "preact_feats": list(feats), "pooled_feat": pooled}
+
+
+def ShuffleV1(num_classes: int = 100) -> ShuffleNetV1:
+    return ShuffleNetV1([240, 480, 960], [4, 8, 4], 3, num_classes)
+
+
+def ShuffleV2(num_classes: int = 100) -> ShuffleNetV2:
+    # each stage is one downsampling unit followed by 3/7/3 basic units
+    return ShuffleNetV2([116, 232, 464], [3, 7, 3], 1024, num_classes)
