@@ -1,0 +1,55 @@
+"""config -> models -> distiller. Every user mistake is a one-line UserError."""
+from typing import Tuple
+
+import torch.nn as nn
+from yacs.config import CfgNode
+
+from . import host
+from .checkpoint import load_into
+from .errors import UserError
+from .teachers import resolve_teacher_checkpoint
+
+
+def _model_table(dataset: str):
+    return host.imagenet_model_dict if dataset == "imagenet" else host.cifar_model_dict
+
+
+def build_model(name: str, dataset: str, num_classes: int) -> nn.Module:
+    table = _model_table(dataset)
+    if name not in table:
+        raise UserError(f"unknown model {name!r} for {dataset}; choose one of: {', '.join(sorted(table))}")
+    if dataset == "imagenet":
+        return table[name](pretrained=False, num_classes=num_classes)
+    return table[name][0](num_classes=num_classes)
+
+
+def build_teacher(cfg: CfgNode, num_classes: int) -> nn.Module:
+    name, dataset = cfg.DISTILLER.TEACHER, cfg.DATASET.TYPE
+    teacher = build_model(name, dataset, num_classes)
+    if dataset == "imagenet" and not cfg.EXT.TEACHER_CKPT:
+        if not host.HAS_MDISTILLER:
+            raise UserError("ImageNet teachers come from torchvision's pretrained weights through mdistiller; "
+                            "install mdistiller or set EXT.TEACHER_CKPT to a local checkpoint")
+        return host.imagenet_model_dict[name](pretrained=True)
+    host_path = None if dataset == "imagenet" else _model_table(dataset)[name][1]
+    path = resolve_teacher_checkpoint(cfg, name, host_path)
+    load_into(teacher, path, f"teacher {name} ({num_classes} classes)")
+    return teacher
+
+
+def build_distiller(cfg: CfgNode, num_classes: int, num_data: int) -> Tuple[nn.Module, nn.Module]:
+    """Returns (distiller, student)."""
+    kind = cfg.DISTILLER.TYPE
+    registry = host.distiller_registry()
+    if kind != "NONE" and kind not in registry:
+        if kind in host.HOST_ONLY_METHODS:
+            raise UserError(f"DISTILLER.TYPE {kind} requires mdistiller (not installed); "
+                            "install it from its GitHub repository, or use NONE, KD, DKD, DHKD or AEKT")
+        raise UserError(f"unknown DISTILLER.TYPE {kind!r}; choose one of: NONE, {', '.join(sorted(registry))}")
+    student = build_model(cfg.DISTILLER.STUDENT, cfg.DATASET.TYPE, num_classes)
+    if kind == "NONE":
+        return host.Vanilla(student), student
+    teacher = build_teacher(cfg, num_classes)
+    if kind == "CRD":
+        return registry[kind](student, teacher, cfg, num_data), student
+    return registry[kind](student, teacher, cfg), student

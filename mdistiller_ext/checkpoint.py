@@ -1,0 +1,72 @@
+"""Checkpoint files: atomic writes and safe (weights-only) reads with one-line errors."""
+import os
+import tempfile
+from typing import Any, Dict
+
+import torch
+import torch.nn as nn
+
+from .errors import UserError
+
+
+def save_atomic(obj: Any, path: str) -> None:
+    """torch.save to a temporary file in the same folder, fsync, then rename over ``path``.
+
+    A crash leaves either the old file or the new one, never a truncated mix.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load_safe(path: str) -> Dict[str, Any]:
+    """torch.load with weights_only=True; a missing, truncated, corrupted or code-carrying file is a UserError."""
+    if not os.path.isfile(path):
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for bad archives and refused pickles
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot load checkpoint {path}: not a valid weights-only torch file ({reason[:160]})") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"checkpoint {path} holds a {type(obj).__name__}, expected a dict (a state_dict or {{'model': state_dict}})")
+    return obj
+
+
+def state_dict_of(obj: Dict[str, Any]) -> Dict[str, torch.Tensor]:
+    """The host's checkpoints wrap the weights as {"model": state_dict}; plain state_dicts pass through."""
+    sd = obj.get("model", obj)
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
+
+
+def load_into(model: nn.Module, path: str, what: str) -> None:
+    """Load weights into ``model`` strictly, naming the file and the first mismatch on failure."""
+    sd = state_dict_of(load_safe(path))
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    if missing or unexpected:
+        detail = f"missing {missing[0]!r}" if missing else f"unexpected {unexpected[0]!r}"
+        raise UserError(f"{path} does not fit the {what}: {len(missing)} missing / {len(unexpected)} unexpected keys ({detail}); wrong architecture?")
+    matrices = [k for k, v in own.items() if v.dim() == 2]
+    classifier = matrices[-1].rsplit(".", 1)[0] + "." if matrices else None
+    for k, v in own.items():
+        if tuple(sd[k].shape) != tuple(v.shape):
+            hint = " (the checkpoint's num_classes differs from the dataset's)" if classifier and k.startswith(classifier) else ""
+            raise UserError(f"{path} does not fit the {what}: {k} has shape {tuple(sd[k].shape)}, the model expects {tuple(v.shape)}{hint}")
+    model.load_state_dict(sd)

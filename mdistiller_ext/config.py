@@ -1,0 +1,68 @@
+"""Configuration: the host's CFG plus the nodes this project adds, with every default here.
+
+``add_nodes(cfg)`` is idempotent and is what registration calls on mdistiller's global CFG.
+"""
+from yacs.config import CfgNode as CN
+
+
+def _dhkd() -> CN:
+    n = CN()
+    n.CE_WEIGHT = 1.0          # gamma: CE on the main head
+    n.ALPHA = 1.0              # weight of the logit-level loss (0.1 on ImageNet)
+    n.T = 2.0                  # tau
+    n.LOSS = "bkl_norm"        # bkl_norm | bkl: logit-level loss on the auxiliary head
+    n.HEAD = "linear"          # linear | nonlinear | none (none: the loss goes on the main head)
+    n.HIDDEN = 200             # nonlinear head width
+    n.DROPOUT = 0.1            # nonlinear head dropout (before BatchNorm)
+    n.KD_OFF_EPOCH = 0         # switch the logit loss off from this epoch on (0: never; 50 on ImageNet)
+    n.MAIN_KD_WEIGHT = 0.0     # optional softmax-KD on the main head (0: off, as in the paper)
+    n.MAIN_KD_T = 4.0
+    return n
+
+
+def _aekt() -> CN:
+    n = CN()
+    n.CE_WEIGHT = 1.0
+    n.ALPHA = 1.0              # weight of the explicit (target-vs-rest) term
+    n.BETA = 8.0               # weight of the implicit (non-target) term
+    n.T = 4.0
+    n.WARMUP = 20              # linear warm-up of the distillation term, in epochs (0: none)
+    n.RATIO_MODE = "teacher_over_student"   # none | teacher_over_student | student_over_teacher
+    n.W_MAX = 10.0
+    n.RATIO_NORM = "clip"      # clip | batch_mean
+    n.RATIO_T = 0.0            # temperature of the ratio; <= 0 means AEKT.T
+    n.SERIAL = "cls_then_kd"   # none | cls_then_kd | kd_then_cls
+    n.SERIAL_DECAY = "identity"  # identity: weight decay pulls W to I; zero: pulls W to 0
+    return n
+
+
+def _ext() -> CN:
+    n = CN()
+    n.ENGINE = "auto"          # auto | host | ext: who trains (auto: mdistiller's trainers if present and on CUDA)
+    n.DEVICE = "auto"          # auto | cpu | cuda | cuda:N
+    n.SEED = 0
+    n.DETERMINISTIC = False
+    n.DATA_ROOT = "./data"     # dataset folder (or, for cifar10, a .tar.gz of the JPEG copy)
+    n.DATA_CACHE = "./data"    # where archives are unpacked and decoded arrays are cached
+    n.DOWNLOAD = True          # let torchvision download CIFAR where the network allows it
+    n.TRAIN_SUBSET = 0         # CIFAR: train on a fixed random subset of this many images (0: all)
+    n.TEACHER_CKPT = ""        # explicit teacher checkpoint; empty: look under CKPT_ROOT
+    n.CKPT_ROOT = "./download_ckpts"
+    n.EXPORT_TEACHER = False   # vanilla runs: also write the model where distillation looks for teachers
+    n.PROGRESS = True          # tqdm bars
+    n.NONFINITE = "stop"       # stop | skip: what a non-finite loss does
+    return n
+
+
+NODES = {"DHKD": _dhkd, "AEKT": _aekt, "EXT": _ext}
+
+
+def add_nodes(cfg: CN) -> CN:
+    was_frozen = cfg.is_frozen()
+    cfg.defrost()
+    for name, make in NODES.items():
+        if name not in cfg:
+            cfg[name] = make()
+    if was_frozen:
+        cfg.freeze()
+    return cfg

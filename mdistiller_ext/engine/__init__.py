@@ -1,0 +1,1 @@
+"""The device-agnostic training engine (used without mdistiller, or without CUDA)."""

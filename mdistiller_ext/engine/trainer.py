@@ -1,0 +1,298 @@
+"""The standalone training engine: CPU or CUDA, the host's outputs, exact resume.
+
+Follows the host trainer's contract (constructed with experiment_name, distiller, loaders and
+cfg; ``train(resume)``), writes the same run directory (worklog.txt, train.events, latest,
+student_latest, best, student_best, epoch_N, student_N), and adds what the host lacks:
+seeding, atomic checkpoints with RNG state and the config, no per-step host sync, a non-finite
+guard, and the gradient-alignment step (SOLVER.TRAINER "align").
+"""
+import os
+import random
+from collections import OrderedDict
+from typing import Dict, List, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+from yacs.config import CfgNode
+
+from .. import worklog
+from ..checkpoint import load_safe, save_atomic
+from ..errors import UserError
+from ..teachers import teacher_folder
+from .alignment import aligned_backward
+
+# config keys that may change between a run and its resume without changing the result
+RESUME_NEUTRAL_KEYS = ("EXT.PROGRESS", "EXT.DEVICE", "EXT.ENGINE", "LOG.WANDB", "DATASET.NUM_WORKERS",
+                       "EXT.DATA_ROOT", "EXT.DATA_CACHE", "EXT.DOWNLOAD", "EXT.CKPT_ROOT", "EXT.TEACHER_CKPT")
+CHECK_EVERY = 50  # steps between progress-bar refreshes and non-finite checks (each one syncs)
+
+
+def learning_rate(epoch: int, cfg: CfgNode) -> float:
+    """The host's step schedule: LR * RATE ** (number of stages with epoch > stage)."""
+    passed = sum(epoch > s for s in cfg.SOLVER.LR_DECAY_STAGES)
+    return cfg.SOLVER.LR * cfg.SOLVER.LR_DECAY_RATE ** passed
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def epoch_seed(cfg: CfgNode, epoch: int) -> int:
+    # every epoch's randomness depends only on (seed, epoch), so a resumed run repeats it exactly
+    return cfg.EXT.SEED * 1_000_003 + epoch
+
+
+def rng_state() -> Dict:
+    np_state = np.random.get_state()
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                       "has_gauss": int(np_state[3]), "cached": float(np_state[4])}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Dict) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def flat_config(cfg: CfgNode, prefix: str = "") -> Dict[str, object]:
+    out = {}
+    for k, v in cfg.items():
+        if isinstance(v, CfgNode):
+            out.update(flat_config(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def config_differences(saved: CfgNode, current: CfgNode) -> List[str]:
+    a, b = flat_config(saved), flat_config(current)
+    keys = sorted((set(a) | set(b)) - set(RESUME_NEUTRAL_KEYS))
+    return [f"{k}: {a.get(k, '<absent>')} -> {b.get(k, '<absent>')}" for k in keys if a.get(k) != b.get(k)]
+
+
+def _topk_correct(logits: torch.Tensor, target: torch.Tensor, ks=(1, 5)) -> torch.Tensor:
+    k = min(max(ks), logits.shape[1])
+    hit = logits.topk(k, dim=1).indices.eq(target[:, None])
+    return torch.stack([hit[:, :min(kk, k)].any(dim=1).sum() for kk in ks]).float()
+
+
+class NonFiniteError(UserError):
+    pass
+
+
+class Trainer:
+    def __init__(self, experiment_name: str, distiller: nn.Module, train_loader, val_loader, cfg: CfgNode,
+                 device: torch.device, force_resume: bool = False) -> None:
+        self.cfg = cfg
+        self.distiller = distiller.to(device)
+        self.train_loader, self.val_loader = train_loader, val_loader
+        self.device = device
+        self.force_resume = force_resume
+        self.log_path = os.path.join(cfg.LOG.PREFIX, experiment_name)
+        self.params = list(distiller.get_learnable_parameters())
+        self.optimizer = torch.optim.SGD(self.params, lr=cfg.SOLVER.LR, momentum=cfg.SOLVER.MOMENTUM,
+                                         weight_decay=cfg.SOLVER.WEIGHT_DECAY)
+        self.align = cfg.SOLVER.TRAINER == "align"
+        self.best_acc = -1.0
+        self.skipped = 0
+        self.writer = None
+
+    # ----- run -----
+    def train(self, resume: bool = False) -> float:
+        os.makedirs(self.log_path, exist_ok=True)
+        epoch = self._resume() + 1 if resume else 1
+        from tensorboardX import SummaryWriter
+
+        self.writer = SummaryWriter(os.path.join(self.log_path, "train.events"))
+        try:
+            while epoch <= self.cfg.SOLVER.EPOCHS:
+                self.train_epoch(epoch)
+                epoch += 1
+        finally:
+            self.writer.close()
+        worklog.append(self._path("worklog.txt"), worklog.best_line(self.best_acc))
+        if self.cfg.EXT.EXPORT_TEACHER and self.cfg.DISTILLER.TYPE == "NONE":
+            self._export_teacher()
+        return self.best_acc
+
+    def train_epoch(self, epoch: int) -> None:
+        seed = epoch_seed(self.cfg, epoch)
+        seed_everything(seed)
+        if getattr(self.train_loader, "generator", None) is not None:
+            self.train_loader.generator.manual_seed(seed)
+        lr = learning_rate(epoch, self.cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        train_loss, train_acc = self._train_loop(epoch)
+        test = self.validate()
+        values = OrderedDict(train_acc=train_acc, train_loss=train_loss, test_acc=test["test_acc"],
+                             test_acc_top5=test["test_acc_top5"], test_loss=test["test_loss"])
+        values.update((k, v) for k, v in test.items() if k not in values)
+        if self.skipped:
+            values["nonfinite_skipped"] = float(self.skipped)
+        improved = values["test_acc"] >= self.best_acc
+        self.best_acc = max(self.best_acc, values["test_acc"])
+        # checkpoints first, then the worklog: a crash in between is repaired on resume
+        self._save(epoch, improved)
+        for k, v in values.items():
+            self.writer.add_scalar(k, v, epoch)
+        self.writer.add_scalar("lr", lr, epoch)
+        self.writer.flush()
+        worklog.append(self._path("worklog.txt"), worklog.epoch_block(epoch, lr, values))
+
+    def _train_loop(self, epoch: int) -> Tuple[float, float]:
+        self.distiller.train()
+        dev = self.device
+        sums = torch.zeros(3, device=dev)  # loss * n, top-1 hits, n
+        bad_step = torch.full((), -1, dtype=torch.long, device=dev)
+        bad_mask = None
+        names: List[str] = []
+        bar = tqdm(total=len(self.train_loader), desc=f"epoch {epoch}", disable=not self.cfg.EXT.PROGRESS,
+                   dynamic_ncols=True, leave=False)
+        for step, batch in enumerate(self.train_loader):
+            image = batch[0].to(dev, non_blocking=True).float()
+            target = batch[1].to(dev, non_blocking=True)
+            self.optimizer.zero_grad(set_to_none=True)
+            logits, losses = self.distiller(image=image, target=target, epoch=epoch)
+            if self.align:
+                total = aligned_backward(losses, self.params)
+            else:
+                total = sum(v.mean() for v in losses.values())
+                total.backward()
+            names = list(losses)
+            grads = [p.grad for p in self.params if p.grad is not None]
+            gnorm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])) if grads else torch.zeros((), device=dev)
+            flags = torch.cat([~torch.isfinite(torch.stack([v.detach().float().mean() for v in losses.values()])),
+                               (~torch.isfinite(gnorm))[None]])
+            first = (bad_step < 0) & flags.any()
+            bad_step = torch.where(first, torch.tensor(step, device=dev), bad_step)
+            bad_mask = flags if bad_mask is None else torch.where(first, flags, bad_mask)
+            if self.cfg.EXT.NONFINITE == "skip" and bool(flags.any()):
+                self.skipped += 1
+                bar.update()
+                continue
+            self.optimizer.step()
+            n = target.shape[0]
+            sums += torch.stack([total.detach().float() * n, _topk_correct(logits.detach(), target, (1,))[0], torch.tensor(float(n), device=dev)])
+            bar.update()
+            if step % CHECK_EVERY == 0 or step == len(self.train_loader) - 1:
+                self._check_finite(epoch, bad_step, bad_mask, names + ["gradient"])
+                s = sums.tolist()
+                bar.set_postfix(loss=f"{s[0] / max(s[2], 1):.4f}", top1=f"{100 * s[1] / max(s[2], 1):.2f}")
+        bar.close()
+        self._check_finite(epoch, bad_step, bad_mask, names + ["gradient"])
+        s = sums.tolist()
+        return s[0] / max(s[2], 1), 100.0 * s[1] / max(s[2], 1)
+
+    def _check_finite(self, epoch: int, bad_step: torch.Tensor, bad_mask, names: List[str]) -> None:
+        if self.cfg.EXT.NONFINITE == "skip" or bad_mask is None:
+            return
+        step = int(bad_step)
+        if step < 0:
+            return
+        culprits = [n for n, b in zip(names, bad_mask.tolist()) if b]
+        last = self._path("latest")
+        kept = f"the last good checkpoint is {last} (epoch {epoch - 1})" if os.path.exists(last) else "no checkpoint was written yet"
+        raise NonFiniteError(f"non-finite {'/'.join(culprits)} at epoch {epoch}, step {step}; {kept}; "
+                             "lower SOLVER.LR or check the data, or set EXT.NONFINITE skip to drop such batches")
+
+    @torch.no_grad()
+    def validate(self) -> Dict[str, float]:
+        self.distiller.eval()
+        heads_fn = getattr(self.distiller, "forward_test_heads", None)
+        sums: Dict[str, torch.Tensor] = {}
+        loss_sum = torch.zeros((), device=self.device)
+        n = 0
+        for batch in self.val_loader:
+            image = batch[0].to(self.device, non_blocking=True).float()
+            target = batch[1].to(self.device, non_blocking=True)
+            heads = heads_fn(image) if heads_fn is not None else {"main": self.distiller(image=image)}
+            loss_sum += F.cross_entropy(heads["main"].float(), target, reduction="sum")
+            for name, logits in heads.items():
+                sums[name] = sums.get(name, 0) + _topk_correct(logits, target)
+            n += target.shape[0]
+        out = OrderedDict()
+        main = (sums["main"] * 100.0 / max(n, 1)).tolist()
+        out["test_acc"], out["test_acc_top5"] = main
+        out["test_loss"] = float(loss_sum) / max(n, 1)
+        for name, s in sums.items():
+            if name != "main":
+                out[f"test_acc_{name}"] = float(s[0]) * 100.0 / max(n, 1)
+        return out
+
+    # ----- checkpoints -----
+    def _path(self, name: str) -> str:
+        return os.path.join(self.log_path, name)
+
+    def _student(self) -> nn.Module:
+        return self.distiller.student
+
+    def _save(self, epoch: int, improved: bool) -> None:
+        state = {"epoch": epoch, "model": self.distiller.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "best_acc": self.best_acc, "rng": rng_state(), "config": self.cfg.dump(),
+                 "nonfinite_skipped": self.skipped}
+        student = {"model": self._student().state_dict()}
+        save_atomic(state, self._path("latest"))
+        save_atomic(student, self._path("student_latest"))
+        if epoch % self.cfg.LOG.SAVE_CHECKPOINT_FREQ == 0:
+            save_atomic(state, self._path(f"epoch_{epoch}"))
+            save_atomic(student, self._path(f"student_{epoch}"))
+        if improved:
+            save_atomic(state, self._path("best"))
+            save_atomic(student, self._path("student_best"))
+
+    def _resume(self) -> int:
+        path = self._path("latest")
+        if not os.path.exists(path):
+            raise UserError(f"--resume: no checkpoint at {path}; start without --resume")
+        state = load_safe(path)
+        saved = CfgNode.load_cfg(state["config"]) if "config" in state else None
+        if saved is not None and not self.force_resume:
+            diff = config_differences(saved, self.cfg)
+            if diff:
+                raise UserError(f"--resume: {path} was written with a different config ({'; '.join(diff[:5])}); "
+                                "use the same config or pass --force-resume")
+        try:
+            self.distiller.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise UserError(f"--resume: {path} does not fit this distiller ({str(e).splitlines()[0][:160]})") from None
+        self.best_acc = float(state["best_acc"])
+        self.skipped = int(state.get("nonfinite_skipped", 0))
+        if "rng" in state:
+            set_rng_state(state["rng"])
+        epoch = int(state["epoch"])
+        self._truncate_worklog(epoch)
+        return epoch
+
+    def _truncate_worklog(self, epoch: int) -> None:
+        """Drop blocks of epochs after the checkpoint (written before a crash) and any final line."""
+        path = self._path("worklog.txt")
+        if not os.path.exists(path):
+            return
+        with open(path) as f:
+            text = f.read()
+        kept = worklog.keep_epochs(text, epoch)
+        if kept != text:
+            tmp = path + ".tmp"
+            with open(tmp, "w") as f:
+                f.write(kept)
+            os.replace(tmp, path)
+
+    def _export_teacher(self) -> None:
+        folder = teacher_folder(self.cfg, self.cfg.DISTILLER.STUDENT)
+        dest = os.path.join(folder, f"ckpt_epoch_{self.cfg.SOLVER.EPOCHS}.pth")
+        save_atomic({"model": self._student().state_dict()}, dest)
+        print(f"teacher exported to {dest}")

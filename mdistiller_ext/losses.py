@@ -1,0 +1,152 @@
+"""Distillation losses as pure functions of logits.
+
+Conventions (those of mdistiller): KL terms are summed over classes, averaged over the batch
+and scaled by T^2. Every function upcasts half-precision inputs to float32 and works in log
+space, so it is finite for every finite input (no -1000 masking, no log(0)).
+"""
+import math
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+
+RATIO_MODES = ("none", "teacher_over_student", "student_over_teacher")
+RATIO_NORMS = ("clip", "batch_mean")
+
+
+def _f32(x: torch.Tensor) -> torch.Tensor:
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _teacher(x: torch.Tensor) -> torch.Tensor:
+    # the teacher is a constant of every loss here; detaching also keeps masked columns out of autograd
+    return _f32(x).detach()
+
+
+def log_cosh(x: torch.Tensor) -> torch.Tensor:
+    """log(cosh(x)) without overflow: |x| + log1p(exp(-2|x|)) - log 2."""
+    a = x.abs()
+    return a + torch.log1p(torch.exp(-2.0 * a)) - math.log(2.0)
+
+
+def binary_kl_norm(z_s: torch.Tensor, z_t: torch.Tensor, tau: float) -> torch.Tensor:
+    """DHKD's BinaryKL-Norm: tau^2/N * sum_ik log cosh((z_s - z_t) / (2 tau)).
+
+    Equal to the spec's sigmoid form 1/2 log(1/2r) + 1/2 log(1/2(1-r)) with
+    r = sigmoid((z_s - z_t)/tau); its gradient tau/(2N) tanh(.) is bounded by tau/(2N).
+    """
+    z_s, z_t = _f32(z_s), _teacher(z_t)
+    return tau ** 2 * log_cosh((z_s - z_t) / (2.0 * tau)).sum(dim=1).mean()
+
+
+def binary_kl(z_s: torch.Tensor, z_t: torch.Tensor, tau: float) -> torch.Tensor:
+    """Per-class Bernoulli KL(q || p), p = sigmoid(z_s/tau), q = sigmoid(z_t/tau), from log-sigmoids."""
+    z_s, z_t = _f32(z_s) / tau, _teacher(z_t) / tau
+    log_p, log_1mp = F.logsigmoid(z_s), F.logsigmoid(-z_s)
+    log_q, log_1mq = F.logsigmoid(z_t), F.logsigmoid(-z_t)
+    kl = log_q.exp() * (log_q - log_p) + log_1mq.exp() * (log_1mq - log_1mp)
+    return tau ** 2 * kl.sum(dim=1).mean()
+
+
+def kd_loss(z_s: torch.Tensor, z_t: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton KD: T^2 * KL(softmax(z_t/T) || softmax(z_s/T)), summed over classes, batch mean."""
+    log_ps = F.log_softmax(_f32(z_s) / temperature, dim=1)
+    log_pt = F.log_softmax(_teacher(z_t) / temperature, dim=1)
+    return temperature ** 2 * (log_pt.exp() * (log_pt - log_ps)).sum(dim=1).mean()
+
+
+def _target_mask(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.one_hot(target, logits.shape[1]).bool()
+
+
+def _binary_log_probs(logits: torch.Tensor, mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """log p_target and log(1 - p_target) of softmax(logits), the latter as lse(non-target) - lse(all)."""
+    lse = torch.logsumexp(logits, dim=1)
+    log_pt = logits.masked_fill(~mask, 0.0).sum(dim=1) - lse
+    log_rest = torch.logsumexp(logits.masked_fill(mask, float("-inf")), dim=1) - lse
+    return log_pt, log_rest
+
+
+def decoupled_kd_terms(
+    z_s: torch.Tensor, z_t: torch.Tensor, target: torch.Tensor, temperature: float
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample TCKD = T^2 KL(b_t || b_s) and NCKD = T^2 KL(p_hat_t || p_hat_s) (DKD's split).
+
+    b = [p_target, 1 - p_target]; p_hat = softmax over the C-1 non-target classes. With C = 2 the
+    non-target distribution is a single point mass and NCKD is exactly 0.
+    """
+    zs, zt = _f32(z_s) / temperature, _teacher(z_t) / temperature
+    mask = _target_mask(zs, target)
+    s_pt, s_rest = _binary_log_probs(zs, mask)
+    t_pt, t_rest = _binary_log_probs(zt, mask)
+    tckd = t_pt.exp() * (t_pt - s_pt) + t_rest.exp() * (t_rest - s_rest)
+
+    log_hat_s = F.log_softmax(zs.masked_fill(mask, float("-inf")), dim=1)
+    log_hat_t = F.log_softmax(zt.masked_fill(mask, float("-inf")), dim=1)
+    # the target column is 0 * (-inf - -inf); masked_fill also zeroes its gradient
+    nckd = (log_hat_t.exp() * (log_hat_t - log_hat_s)).masked_fill(mask, 0.0).sum(dim=1)
+    t2 = temperature ** 2
+    return t2 * tckd, t2 * nckd
+
+
+def dkd_loss(
+    z_s: torch.Tensor, z_t: torch.Tensor, target: torch.Tensor, alpha: float, beta: float, temperature: float
+) -> torch.Tensor:
+    """Decoupled KD (alpha * TCKD + beta * NCKD), batch mean, without the warm-up factor."""
+    tckd, nckd = decoupled_kd_terms(z_s, z_t, target, temperature)
+    return (alpha * tckd + beta * nckd).mean()
+
+
+def target_confidence_ratio(
+    z_s: torch.Tensor,
+    z_t: torch.Tensor,
+    target: torch.Tensor,
+    temperature: float,
+    mode: str = "teacher_over_student",
+    w_max: float = 10.0,
+    norm: str = "clip",
+) -> torch.Tensor:
+    """AEKT's per-sample weight w on the explicit (target-vs-rest) term; always detached.
+
+    teacher_over_student: w = p_t[target] / p_s[target] (> 1 where the student is less confident),
+    student_over_teacher: the inverse, none: w = 1. The ratio is formed in log space and clipped
+    to [0, w_max]; ``batch_mean`` then divides by the batch mean so the average weight is 1.
+    """
+    if mode not in RATIO_MODES:
+        raise ValueError(f"ratio mode {mode!r} is not one of {RATIO_MODES}")
+    if norm not in RATIO_NORMS:
+        raise ValueError(f"ratio norm {norm!r} is not one of {RATIO_NORMS}")
+    zs = _f32(z_s).detach() / temperature
+    zt = _teacher(z_t) / temperature
+    if mode == "none":
+        return torch.ones(zs.shape[0], dtype=zs.dtype, device=zs.device)
+    mask = _target_mask(zs, target)
+    log_ratio = _binary_log_probs(zt, mask)[0] - _binary_log_probs(zs, mask)[0]
+    if mode == "student_over_teacher":
+        log_ratio = -log_ratio
+    w = torch.exp(torch.clamp(log_ratio, max=math.log(w_max)))
+    if norm == "batch_mean":
+        w = w / w.mean()
+    return w
+
+
+def aekt_loss(
+    z_s: torch.Tensor,
+    z_t: torch.Tensor,
+    target: torch.Tensor,
+    alpha: float,
+    beta: float,
+    temperature: float,
+    ratio_mode: str = "teacher_over_student",
+    w_max: float = 10.0,
+    ratio_norm: str = "clip",
+    ratio_temperature: float = 0.0,
+) -> torch.Tensor:
+    """AEKT (project reconstruction): mean of alpha * sg(w) * TCKD + beta * NCKD.
+
+    ``ratio_temperature`` <= 0 means "use ``temperature``". With ratio_mode "none" this is DKD.
+    """
+    tckd, nckd = decoupled_kd_terms(z_s, z_t, target, temperature)
+    rt = ratio_temperature if ratio_temperature > 0 else temperature
+    w = target_confidence_ratio(z_s, z_t, target, rt, ratio_mode, w_max, ratio_norm)
+    return (alpha * w * tckd + beta * nckd).mean()

@@ -1,0 +1,51 @@
+"""Where teacher checkpoints are looked for, and the message when none is there."""
+import glob
+import os
+import re
+from typing import List
+
+from yacs.config import CfgNode
+
+from .errors import UserError
+
+# one folder per dataset under EXT.CKPT_ROOT; cifar100 uses the host's released layout
+TEACHER_DIRS = {"cifar100": "cifar_teachers", "cifar10": "cifar10_teachers", "imagenet": "imagenet_teachers"}
+RELEASE_HINT = ("get the host's released cifar_teachers.tar (mdistiller's GitHub release assets) and unpack it "
+                "into EXT.CKPT_ROOT")
+
+
+def teacher_folder(cfg: CfgNode, name: str) -> str:
+    return os.path.join(cfg.EXT.CKPT_ROOT, TEACHER_DIRS.get(cfg.DATASET.TYPE, cfg.DATASET.TYPE), f"{name}_vanilla")
+
+
+def _highest_epoch_file(folder: str) -> List[str]:
+    numbered = []
+    for f in glob.glob(os.path.join(folder, "ckpt_epoch_*.pth")):
+        m = re.search(r"ckpt_epoch_(\d+)\.pth$", f)
+        if m:
+            numbered.append((int(m.group(1)), f))
+    return [max(numbered)[1]] if numbered else []
+
+
+def resolve_teacher_checkpoint(cfg: CfgNode, name: str, host_path: str = None) -> str:
+    """EXT.TEACHER_CKPT if set; else <CKPT_ROOT>/<dataset dir>/<name>_vanilla/ckpt_epoch_240.pth,
+    then the host package's own path, then the highest ckpt_epoch_N.pth in that folder."""
+    if cfg.EXT.TEACHER_CKPT:
+        if not os.path.isfile(cfg.EXT.TEACHER_CKPT):
+            raise UserError(f"EXT.TEACHER_CKPT {cfg.EXT.TEACHER_CKPT} does not exist; fix the path or leave it empty to use {cfg.EXT.CKPT_ROOT}")
+        return cfg.EXT.TEACHER_CKPT
+    folder = teacher_folder(cfg, name)
+    candidates = [os.path.join(folder, "ckpt_epoch_240.pth")]
+    if host_path and os.path.isabs(host_path):
+        candidates.append(host_path)
+    candidates += _highest_epoch_file(folder)
+    for c in candidates:
+        if os.path.isfile(c):
+            return c
+    vanilla = f"configs/{cfg.DATASET.TYPE}/vanilla/{name}.yaml"
+    raise UserError(
+        f"no {cfg.DATASET.TYPE} teacher checkpoint for {name}: looked for {candidates[0]}; "
+        f"set EXT.TEACHER_CKPT, "
+        + (f"{RELEASE_HINT}, " if cfg.DATASET.TYPE == "cifar100" else "")
+        + f"or train one with: python tools/train.py --cfg {vanilla}"
+    )

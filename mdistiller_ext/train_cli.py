@@ -1,0 +1,153 @@
+"""``python tools/train.py --cfg X.yaml [--resume] [KEY VALUE ...]``: the host's CLI, on any device.
+
+With mdistiller installed and CUDA available (EXT.ENGINE auto), the run goes through
+mdistiller's own trainers (SOLVER.TRAINER); otherwise through this project's engine. Either way
+the run directory is LOG.PREFIX/EXPERIMENT.PROJECT/<name>[,KEY:VALUE...].
+"""
+import argparse
+import os
+import sys
+from typing import List, Optional
+
+import torch
+from yacs.config import CfgNode
+
+from . import host
+from .errors import UserError
+from .validate import validate
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Train a student (or a teacher) with mdistiller_ext.")
+    p.add_argument("--cfg", required=True, help="yaml config, e.g. configs/cifar100/dhkd/res56_res20.yaml")
+    p.add_argument("--resume", action="store_true", help="continue from <run dir>/latest")
+    p.add_argument("--force-resume", action="store_true", help="resume even if the config differs from the checkpoint's")
+    p.add_argument("--overwrite", action="store_true", help="start again in an existing run directory")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides, e.g. SOLVER.EPOCHS 10")
+    return p.parse_args(argv)
+
+
+def load_config(path: str, opts: List[str]) -> CfgNode:
+    if not os.path.isfile(path):
+        raise UserError(f"config file not found: {path}")
+    if len(opts) % 2:
+        raise UserError(f"overrides must come in KEY VALUE pairs; got {len(opts)} words: {' '.join(opts)}")
+    cfg = host.base_cfg()
+    try:
+        cfg.merge_from_file(path)
+    except KeyError as e:
+        raise UserError(f"{path}: {e.args[0]}; check the key's spelling against the README's option tables") from None
+    except Exception as e:  # yaml syntax errors and type mismatches
+        raise UserError(f"{path}: {str(e).splitlines()[0]}") from None
+    try:
+        cfg.merge_from_list(opts)
+    except (KeyError, ValueError, AssertionError) as e:
+        raise UserError(f"bad override: {str(e.args[0]) if e.args else e}") from None
+    cfg.freeze()
+    return cfg
+
+
+def experiment_name(cfg: CfgNode, opts: List[str]) -> str:
+    """The host's naming: EXPERIMENT.NAME (or TAG) plus ',KEY:VALUE' for each override, under PROJECT."""
+    name = cfg.EXPERIMENT.NAME or cfg.EXPERIMENT.TAG
+    name += "".join(f",{k}:{v}" for k, v in zip(opts[::2], opts[1::2]))
+    return os.path.join(cfg.EXPERIMENT.PROJECT, name)
+
+
+def pick_device(cfg: CfgNode) -> torch.device:
+    want = cfg.EXT.DEVICE
+    if want == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if want.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"config EXT.DEVICE = {want!r} but CUDA is not available; use auto or cpu")
+    return torch.device(want)
+
+
+def use_host_engine(cfg: CfgNode, device: torch.device) -> bool:
+    if cfg.EXT.ENGINE == "ext":
+        return False
+    usable = host.HAS_MDISTILLER and device.type == "cuda"
+    if cfg.EXT.ENGINE == "host" and not usable:
+        raise UserError("config EXT.ENGINE = 'host' needs mdistiller installed and a CUDA device; use auto or ext")
+    return usable
+
+
+def _check_run_dir(log_path: str, resume: bool, overwrite: bool) -> None:
+    from . import worklog
+
+    if resume:
+        return
+    log = os.path.join(log_path, "worklog.txt")
+    if os.path.exists(log) and not overwrite:
+        state = "a finished" if worklog.read(log).finished else "an unfinished"
+        raise UserError(f"{log_path} already holds {state} run; pass --resume to continue it, --overwrite to start "
+                        "again, or set EXPERIMENT.TAG for a new run")
+    if os.path.exists(log):
+        os.remove(log)
+    try:
+        os.makedirs(log_path, exist_ok=True)
+        probe = os.path.join(log_path, ".write-test")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise UserError(f"cannot write the run directory {log_path} ({e.strerror}); set LOG.PREFIX to a writable folder") from None
+
+
+def run(argv: Optional[List[str]] = None) -> float:
+    args = parse_args(argv)
+    cfg = load_config(args.cfg, args.opts)
+    device = pick_device(cfg)
+    host_engine = use_host_engine(cfg, device)
+    validate(cfg, standalone_engine=not host_engine)
+    name = experiment_name(cfg, args.opts)
+    log_path = os.path.join(cfg.LOG.PREFIX, name)
+    _check_run_dir(log_path, args.resume, args.overwrite)
+    with open(os.path.join(log_path, "config.yaml"), "w") as f:
+        f.write(cfg.dump())
+
+    from .builders import build_distiller
+    from .data import get_dataset
+
+    if cfg.EXT.DETERMINISTIC:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    torch.manual_seed(cfg.EXT.SEED)
+    generator = torch.Generator()
+    generator.manual_seed(cfg.EXT.SEED)
+
+    if host_engine and cfg.DISTILLER.TYPE == "CRD":
+        from mdistiller.dataset import get_dataset as host_get_dataset
+
+        train_loader, val_loader, num_data, num_classes = host_get_dataset(cfg)
+    else:
+        train_loader, val_loader, num_data, num_classes = get_dataset(cfg, generator)
+    distiller, _ = build_distiller(cfg, num_classes, num_data)
+    print(f"Extra parameters of {cfg.DISTILLER.TYPE}: {distiller.get_extra_parameters()}")
+    print(f"run directory: {log_path} | engine: {'mdistiller' if host_engine else 'mdistiller_ext'} | device: {device}")
+
+    if host_engine:
+        distiller = torch.nn.DataParallel(distiller.cuda())
+        trainer = host.host_trainers()[cfg.SOLVER.TRAINER](name, distiller, train_loader, val_loader, cfg)
+        trainer.train(resume=args.resume)
+        return float(trainer.best_acc)
+    from .engine.trainer import Trainer
+
+    trainer = Trainer(name, distiller, train_loader, val_loader, cfg, device, force_resume=args.force_resume)
+    return trainer.train(resume=args.resume)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    try:
+        best = run(argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the last finished epoch is in <run dir>/latest; continue with --resume", file=sys.stderr)
+        return 130
+    print(f"best accuracy: {best:.2f}")
+    return 0

@@ -1,0 +1,11 @@
+"""Train a student (or a teacher): python tools/train.py --cfg CONFIG.yaml [--resume] [KEY VALUE ...]"""
+import os
+import sys
+
+# run from a clone without installing: the package sits next to tools/
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from mdistiller_ext.train_cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())
