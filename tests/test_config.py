@@ -1,0 +1,123 @@
+"""Config defaults, every shipped yaml, the generator and every validation rule."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from yacs.config import CfgNode
+
+from mdistiller_ext import host
+from mdistiller_ext.errors import UserError
+from mdistiller_ext.standalone.cfg import host_defaults
+from mdistiller_ext.validate import RULES, validate
+
+from .conftest import ROOT, shared_file
+
+CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+
+
+def to_plain(node):
+    if isinstance(node, dict):
+        return {k: to_plain(v) for k, v in node.items()}
+    if isinstance(node, (list, tuple)):
+        return [to_plain(v) for v in node]
+    return node
+
+
+def test_standalone_defaults_equal_host_facts():
+    facts = yaml.safe_load(shared_file("mdistiller/cfg_defaults.yaml").read_text().replace("*id001", "[32, 32]").replace("&id001", ""))
+    assert to_plain(host_defaults()) == to_plain(facts)
+
+
+def test_base_cfg_has_new_nodes_and_is_a_fresh_copy():
+    a, b = host.base_cfg(), host.base_cfg()
+    for node in ("DHKD", "AEKT", "EXT"):
+        assert node in a
+    a.DHKD.T = 9.0
+    assert b.DHKD.T == 2.0
+
+
+def test_config_count():
+    # 4 methods x (11 CIFAR-100 + 3 CIFAR-10) pairs, 6 + 3 teachers, 4 x 2 ImageNet, 12 + 10 ablations
+    assert len(CONFIGS) == 4 * 14 + 9 + 8 + 12 + 10
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(ROOT / "configs")) for p in CONFIGS])
+def test_every_config_merges_and_validates(path):
+    cfg = host.base_cfg()
+    cfg.merge_from_file(str(path))
+    validate(cfg, standalone_engine=True)
+    table = host.imagenet_model_dict if cfg.DATASET.TYPE == "imagenet" else host.cifar_model_dict
+    assert cfg.DISTILLER.STUDENT in table and cfg.DISTILLER.TEACHER in table
+
+
+def test_dhkd_recipe_per_pair():
+    cfg = host.base_cfg()
+    cfg.merge_from_file(str(ROOT / "configs/cifar100/dhkd/res32x4_shuv2.yaml"))
+    assert (cfg.DHKD.HEAD, cfg.SOLVER.TRAINER, cfg.SOLVER.LR) == ("nonlinear", "align", 0.01)
+    cfg = host.base_cfg()
+    cfg.merge_from_file(str(ROOT / "configs/cifar100/dhkd/res56_res20.yaml"))
+    assert (cfg.DHKD.HEAD, cfg.SOLVER.TRAINER, cfg.SOLVER.LR, cfg.SOLVER.WEIGHT_DECAY) == ("linear", "base", 0.05, 0.0005)
+    cfg = host.base_cfg()
+    cfg.merge_from_file(str(ROOT / "configs/imagenet/r34_r18/dhkd.yaml"))
+    assert (cfg.DHKD.ALPHA, cfg.DHKD.KD_OFF_EPOCH, cfg.DHKD.HEAD) == (0.1, 50, "linear")
+
+
+def test_aekt_betas_per_pair():
+    expected = {"res56_res20": 2, "res110_res32": 2, "res32x4_res8x4": 8, "wrn40_2_wrn_16_2": 6, "wrn40_2_wrn_40_1": 6,
+                "vgg13_vgg8": 6, "vgg13_mv2": 6, "res50_mv2": 8, "res32x4_shuv1": 8, "res32x4_shuv2": 8, "wrn40_2_shuv1": 8}
+    for pair, beta in expected.items():
+        cfg = host.base_cfg()
+        cfg.merge_from_file(str(ROOT / f"configs/cifar100/aekt/{pair}.yaml"))
+        assert cfg.AEKT.BETA == beta and cfg.AEKT.T == 4.0 and cfg.AEKT.WARMUP == 20
+
+
+def test_generated_configs_are_current():
+    r = subprocess.run([sys.executable, str(ROOT / "tools/make_configs.py"), "--check"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+BAD_VALUES = {
+    "SOLVER.EPOCHS": 0, "SOLVER.BATCH_SIZE": -1, "DATASET.TEST.BATCH_SIZE": 0, "DATASET.NUM_WORKERS": -1,
+    "DATASET.TYPE": "mnist", "SOLVER.LR": 0.0, "SOLVER.WEIGHT_DECAY": -1e-4, "SOLVER.MOMENTUM": 1.0,
+    "SOLVER.LR_DECAY_STAGES": [180, 150], "SOLVER.LR_DECAY_RATE": 0.0, "SOLVER.TYPE": "Adam",
+    "LOG.SAVE_CHECKPOINT_FREQ": 0, "KD.TEMPERATURE": 0, "KD.LOSS.CE_WEIGHT": -1.0, "KD.LOSS.KD_WEIGHT": -1.0,
+    "DKD.T": -4.0, "DKD.ALPHA": -1.0, "DKD.BETA": -8.0, "DKD.CE_WEIGHT": -1.0, "DKD.WARMUP": -1,
+    "DHKD.T": 0.0, "DHKD.ALPHA": -1.0, "DHKD.CE_WEIGHT": -1.0, "DHKD.LOSS": "mse", "DHKD.HEAD": "mlp",
+    "DHKD.HIDDEN": 0, "DHKD.DROPOUT": 1.0, "DHKD.KD_OFF_EPOCH": -1, "DHKD.MAIN_KD_WEIGHT": -0.5,
+    "DHKD.MAIN_KD_T": 0.0, "AEKT.T": 0.0, "AEKT.ALPHA": -1.0, "AEKT.BETA": -1.0, "AEKT.CE_WEIGHT": -1.0,
+    "AEKT.WARMUP": -5, "AEKT.RATIO_MODE": "ratio", "AEKT.W_MAX": 0.0, "AEKT.RATIO_NORM": "max",
+    "AEKT.RATIO_T": -1.0, "AEKT.SERIAL": "both", "AEKT.SERIAL_DECAY": "half", "EXT.ENGINE": "fast",
+    "EXT.DEVICE": "gpu", "EXT.SEED": -1, "EXT.NONFINITE": "ignore", "EXT.TRAIN_SUBSET": -10,
+}
+
+
+def test_every_rule_has_a_failing_example():
+    assert sorted(BAD_VALUES) == sorted(k for k, _ in RULES)
+
+
+@pytest.mark.parametrize("key", sorted(BAD_VALUES))
+def test_validation_rule_message(key):
+    cfg = host.base_cfg()
+    node = cfg
+    *parents, leaf = key.split(".")
+    for p in parents:
+        node = node[p]
+    node[leaf] = BAD_VALUES[key]
+    with pytest.raises(UserError) as e:
+        validate(cfg, standalone_engine=True)
+    msg = str(e.value)
+    assert "\n" not in msg and key in msg and repr(BAD_VALUES[key]) in msg and "expected" in msg
+
+
+def test_engine_specific_rules():
+    cfg = host.base_cfg()
+    cfg.SOLVER.TRAINER = "crd"
+    with pytest.raises(UserError, match="SOLVER.TRAINER"):
+        validate(cfg, standalone_engine=True)
+    validate(cfg, standalone_engine=False)
+    cfg.SOLVER.TRAINER = "align"
+    cfg.DISTILLER.TYPE = "NONE"
+    with pytest.raises(UserError, match="align"):
+        validate(cfg, standalone_engine=True)
