@@ -27,6 +27,13 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _key_error(e: Exception) -> str:
+    text = str(e.args[0]) if e.args else str(e)
+    if text.startswith("Non-existent"):
+        return f"unknown config key {text.split(':', 1)[1].strip()}; check its spelling against the README's option tables"
+    return text
+
+
 def load_config(path: str, opts: List[str]) -> CfgNode:
     if not os.path.isfile(path):
         raise UserError(f"config file not found: {path}")
@@ -36,13 +43,14 @@ def load_config(path: str, opts: List[str]) -> CfgNode:
     try:
         cfg.merge_from_file(path)
     except KeyError as e:
-        raise UserError(f"{path}: {e.args[0]}; check the key's spelling against the README's option tables") from None
+        raise UserError(f"{path}: {_key_error(e)}") from None
     except Exception as e:  # yaml syntax errors and type mismatches
         raise UserError(f"{path}: {str(e).splitlines()[0]}") from None
     try:
         cfg.merge_from_list(opts)
     except (KeyError, ValueError, AssertionError) as e:
-        raise UserError(f"bad override: {str(e.args[0]) if e.args else e}") from None
+        # yacs reports unknown keys as KeyError from files and AssertionError from lists
+        raise UserError(f"bad override: {_key_error(e)}") from None
     cfg.freeze()
     return cfg
 

@@ -24,8 +24,8 @@ from ..errors import UserError
 from ..teachers import teacher_folder
 from .alignment import aligned_backward
 
-# config keys that may change between a run and its resume without changing the result
-RESUME_NEUTRAL_KEYS = ("EXT.PROGRESS", "EXT.DEVICE", "EXT.ENGINE", "LOG.WANDB", "DATASET.NUM_WORKERS",
+# config keys that may change between a run and its resume without changing the epochs already run
+RESUME_NEUTRAL_KEYS = ("SOLVER.EPOCHS", "EXT.PROGRESS", "EXT.DEVICE", "EXT.ENGINE", "LOG.WANDB", "DATASET.NUM_WORKERS",
                        "EXT.DATA_ROOT", "EXT.DATA_CACHE", "EXT.DOWNLOAD", "EXT.CKPT_ROOT", "EXT.TEACHER_CKPT")
 CHECK_EVERY = 50  # steps between progress-bar refreshes and non-finite checks (each one syncs)
 

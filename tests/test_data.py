@@ -1,0 +1,93 @@
+"""Dataset layouts on small data the tests write in the real on-disk formats."""
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from mdistiller_ext import host
+from mdistiller_ext.data import build_datasets, get_dataset, load_cifar10, load_cifar100
+from mdistiller_ext.errors import UserError
+
+from .conftest import class_images, write_cifar10_jpeg_tar, write_cifar100_python
+
+
+def cfg_for(kind, root, **ext):
+    cfg = host.base_cfg()
+    cfg.DATASET.TYPE = kind
+    cfg.EXT.DATA_ROOT = str(root)
+    cfg.EXT.DATA_CACHE = str(root)
+    cfg.EXT.DOWNLOAD = False
+    cfg.DATASET.NUM_WORKERS = 0
+    cfg.SOLVER.BATCH_SIZE = 8
+    for k, v in ext.items():
+        cfg.EXT[k] = v
+    return cfg
+
+
+def test_cifar100_python_layout(tmp_path):
+    write_cifar100_python(tmp_path)
+    arrays = load_cifar100(str(tmp_path), download=False)
+    x, y = arrays["train"]
+    assert x.shape == (200, 32, 32, 3) and x.dtype == np.uint8 and sorted(set(y)) == list(range(100))
+    ref, _ = class_images(2, 100, 0)
+    assert np.array_equal(x, ref)  # HWC order restored from CIFAR's CHW rows
+    train_loader, val_loader, n, c = get_dataset(cfg_for("cifar100", tmp_path))
+    image, target, index = next(iter(train_loader))
+    assert image.shape == (8, 3, 32, 32) and (n, c) == (200, 100) and index.dtype == torch.long
+    assert len(next(iter(val_loader))) == 2
+
+
+def test_cifar10_jpeg_archive_and_cache(tmp_path):
+    write_cifar10_jpeg_tar(tmp_path / "cifar10-jpeg.tar.gz", n_train=3, n_test=2)
+    first = load_cifar10(str(tmp_path), str(tmp_path / "cache"), download=False)
+    assert first["train"][0].shape == (30, 32, 32, 3) and first["test"][0].shape == (20, 32, 32, 3)
+    assert sorted(set(first["train"][1])) == list(range(10))
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
+    second = load_cifar10(str(tmp_path), str(tmp_path / "cache"), download=False)
+    assert np.array_equal(first["train"][0], second["train"][0])
+    # JPEG is lossy, but every image keeps its source's colour, in the source's order
+    ref, _ = class_images(3, 10, 0)
+    assert np.abs(first["train"][0].mean(axis=(1, 2)) - ref.mean(axis=(1, 2))).max() < 4
+
+
+def test_train_subset_is_fixed(tmp_path):
+    write_cifar10_jpeg_tar(tmp_path / "cifar10-jpeg.tar.gz", n_train=4, n_test=1)
+    a, _, _ = build_datasets(cfg_for("cifar10", tmp_path, TRAIN_SUBSET=12))
+    b, _, _ = build_datasets(cfg_for("cifar10", tmp_path, TRAIN_SUBSET=12, SEED=3))
+    assert len(a) == 12 and np.array_equal(a.labels, b.labels)
+
+
+def test_missing_dataset_is_one_line(tmp_path):
+    for kind in ("cifar100", "cifar10", "imagenet"):
+        with pytest.raises(UserError) as e:
+            build_datasets(cfg_for(kind, tmp_path / "nowhere"))
+        assert "\n" not in str(e.value) and "EXT.DATA_ROOT" in str(e.value)
+
+
+class Boom:
+    def __reduce__(self):
+        return (eval, ("__import__('os').system('echo pwned')",))
+
+
+def test_malicious_cifar_pickle_is_refused(tmp_path):
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    for split in ("train", "test"):
+        with open(folder / split, "wb") as f:
+            pickle.dump({"data": Boom(), "fine_labels": [0]}, f)
+    with pytest.raises(UserError, match="refusing to load builtins.eval"):
+        load_cifar100(str(tmp_path), download=False)
+
+
+def test_imagenet_image_folder(tmp_path):
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for c in ("n01", "n02"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(2):
+                Image.fromarray(np.full((40, 48, 3), 60 * i, np.uint8)).save(tmp_path / split / c / f"{i}.JPEG")
+    train, val, c = build_datasets(cfg_for("imagenet", tmp_path))
+    img, target, idx = train[3]
+    assert img.shape == (3, 224, 224) and c == 2 and idx == 3 and val[0][0].shape == (3, 224, 224)

@@ -1,0 +1,153 @@
+"""Real runs of tools/train.py in subprocesses on a tiny on-disk CIFAR-10 (JPEG layout)."""
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from mdistiller_ext import worklog
+from mdistiller_ext.standalone.models import cifar_model_dict
+
+from .conftest import ROOT, run_train, write_cifar10_jpeg_tar
+
+pytestmark = pytest.mark.slow
+COMMON = {"DATASET": {"NUM_WORKERS": 0, "TEST": {"BATCH_SIZE": 32}},
+          "EXT": {"DATA_ROOT": "data", "DATA_CACHE": "data", "CKPT_ROOT": "ckpts", "PROGRESS": False, "DOWNLOAD": False},
+          "LOG": {"PREFIX": "out"}}
+
+
+def merge(a, b):
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = merge(out.get(k, {}), v) if isinstance(v, dict) else v
+    return out
+
+
+def write_cfg(work: Path, name: str, src: str, extra: dict) -> str:
+    cfg = yaml.safe_load((ROOT / "configs" / src).read_text())
+    cfg = merge(merge(cfg, COMMON), extra)
+    (work / name).write_text(yaml.safe_dump(cfg))
+    return name
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    w = tmp_path_factory.mktemp("e2e")
+    (w / "data").mkdir()
+    write_cifar10_jpeg_tar(w / "data" / "cifar10-jpeg.tar.gz", n_train=6, n_test=3)
+    cfg = write_cfg(w, "teacher.yaml", "cifar10/vanilla/resnet20.yaml",
+                    {"DISTILLER": {"STUDENT": "resnet8"}, "SOLVER": {"EPOCHS": 2, "BATCH_SIZE": 16}})
+    r = run_train(["--cfg", cfg], w)
+    assert r.returncode == 0, r.stderr
+    return w
+
+
+def run_dir(work: Path, project: str, tag: str) -> Path:
+    return work / "out" / project / tag
+
+
+def test_teacher_training_exports_to_teacher_layout(work):
+    exported = work / "ckpts" / "cifar10_teachers" / "resnet8_vanilla" / "ckpt_epoch_2.pth"
+    sd = torch.load(exported, weights_only=True)["model"]
+    cifar_model_dict["resnet8"][0](num_classes=10).load_state_dict(sd)
+
+
+@pytest.mark.parametrize("method,extra", [
+    ("dhkd", {}),
+    ("dhkd", {"DHKD": {"HEAD": "nonlinear"}, "SOLVER": {"TRAINER": "align"}}),
+    ("aekt", {"AEKT": {"SERIAL": "kd_then_cls"}}),
+    ("kd", {}), ("dkd", {}),
+])
+def test_distillation_run_outputs(work, method, extra):
+    tag = f"{method}-{len(extra)}-{extra.get('SOLVER', {}).get('TRAINER', '')}{extra.get('AEKT', {}).get('SERIAL', '')}"
+    cfg = write_cfg(work, f"{tag}.yaml", f"cifar10/{method}/res20_res8.yaml",
+                    merge({"DISTILLER": {"TEACHER": "resnet8"}, "SOLVER": {"EPOCHS": 1, "BATCH_SIZE": 16},
+                           "EXPERIMENT": {"TAG": tag}}, extra))
+    r = run_train(["--cfg", cfg], work)
+    assert r.returncode == 0, r.stderr
+    d = run_dir(work, f"cifar10_{method}", tag)
+    for f in ("worklog.txt", "latest", "student_latest", "best", "student_best", "config.yaml"):
+        assert (d / f).is_file(), f
+    assert any(p.name.startswith("events.out.tfevents") for p in (d / "train.events").iterdir())
+    log = worklog.read(str(d / "worklog.txt"))
+    assert log.finished and list(log.epochs) == [1]
+    for key in ("train_acc", "train_loss", "test_acc", "test_acc_top5", "test_loss"):
+        assert key in log.epochs[1]
+    assert log.best_acc == log.epochs[1]["test_acc"]
+    student = torch.load(d / "student_best", weights_only=True)["model"]
+    if extra.get("AEKT", {}).get("SERIAL") == "kd_then_cls":
+        # the deployed student carries the serialization layer
+        assert "serial.delta" in student and "net.fc.weight" in student
+        assert "test_acc_kd" in log.epochs[1]
+    else:
+        cifar_model_dict["resnet8"][0](num_classes=10).load_state_dict(student)
+    if method == "dhkd":
+        assert "test_acc_aux" in log.epochs[1]
+        assert "Extra parameters of DHKD" in r.stdout
+
+
+def test_resume_continues_and_matches_straight_run(work):
+    base = {"DISTILLER": {"TEACHER": "resnet8"}, "SOLVER": {"BATCH_SIZE": 16}, "EXPERIMENT": {"TAG": "resume"}}
+    cfg = write_cfg(work, "resume.yaml", "cifar10/dhkd/res20_res8.yaml", merge(base, {"SOLVER": {"EPOCHS": 1}}))
+    assert run_train(["--cfg", cfg], work).returncode == 0
+    d = run_dir(work, "cifar10_dhkd", "resume")
+    # starting again over a finished run is refused without a flag
+    again = run_train(["--cfg", cfg], work)
+    assert again.returncode == 2 and "--resume" in again.stderr
+    write_cfg(work, "resume.yaml", "cifar10/dhkd/res20_res8.yaml", merge(base, {"SOLVER": {"EPOCHS": 2}}))
+    r = run_train(["--cfg", cfg, "--resume"], work)
+    assert r.returncode == 0, r.stderr
+    log = worklog.read(str(d / "worklog.txt"))
+    assert list(log.epochs) == [1, 2] and log.finished
+    assert torch.load(d / "latest", weights_only=True)["epoch"] == 2
+    straight = write_cfg(work, "straight.yaml", "cifar10/dhkd/res20_res8.yaml",
+                         merge(base, {"SOLVER": {"EPOCHS": 2}, "EXPERIMENT": {"TAG": "straight"}}))
+    assert run_train(["--cfg", straight], work).returncode == 0
+    a = torch.load(d / "student_latest", weights_only=True)["model"]
+    b = torch.load(run_dir(work, "cifar10_dhkd", "straight") / "student_latest", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # resuming under a changed config names the differing key
+    write_cfg(work, "resume.yaml", "cifar10/dhkd/res20_res8.yaml", merge(base, {"SOLVER": {"EPOCHS": 3}, "DHKD": {"T": 3.0}}))
+    bad = run_train(["--cfg", cfg, "--resume"], work)
+    assert bad.returncode == 2 and "DHKD.T: 2.0 -> 3.0" in bad.stderr
+
+
+def _teacher_100_classes(work: Path) -> str:
+    path = work / "ckpts100" / "cifar10_teachers" / "resnet8_vanilla" / "ckpt_epoch_240.pth"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": cifar_model_dict["resnet8"][0](num_classes=100).state_dict()}, path)
+    return "ckpts100"
+
+
+BAD = [
+    (["DISTILLER.TYPE", "FOO"], "unknown DISTILLER.TYPE 'FOO'"),
+    (["DISTILLER.TYPE", "CRD"], "requires mdistiller"),
+    (["DISTILLER.STUDENT", "resnet9000"], "unknown model 'resnet9000'"),
+    (["EXT.CKPT_ROOT", "empty"], "no cifar10 teacher checkpoint for resnet8: looked for empty/cifar10_teachers/resnet8_vanilla/ckpt_epoch_240.pth"),
+    (["EXT.CKPT_ROOT", "@100"], "num_classes differs"),
+    (["EXT.DATA_ROOT", "nowhere"], "cifar10 not found at nowhere"),
+    (["EXT.TEACHER_CKPT", "missing.pth"], "EXT.TEACHER_CKPT missing.pth does not exist"),
+    (["DHKD.NOPE", "1"], "bad override: unknown config key DHKD.NOPE"),
+    (["SOLVER.LR", "fast"], "bad override"),
+    (["DHKD.T", "-2.0"], "config DHKD.T = -2.0 is invalid: expected a number > 0"),
+    (["SOLVER.EPOCHS"], "KEY VALUE pairs"),
+]
+
+
+@pytest.mark.parametrize("opts,message", BAD, ids=[m[:30] for _, m in BAD])
+def test_bad_inputs_are_one_line_errors(work, opts, message):
+    cfg = write_cfg(work, "bad.yaml", "cifar10/dhkd/res20_res8.yaml",
+                    {"DISTILLER": {"TEACHER": "resnet8"}, "SOLVER": {"EPOCHS": 1}})
+    if opts[-1] == "@100":
+        opts = [opts[0], _teacher_100_classes(work)]
+    r = run_train(["--cfg", cfg, *opts, "LOG.PREFIX", "out_bad"], work)
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.stderr, r.stderr
+    assert message in lines[0]
+
+
+def test_missing_config_file(work):
+    r = run_train(["--cfg", "nope.yaml"], work)
+    assert r.returncode == 2 and r.stderr.strip() == "error: config file not found: nope.yaml"
