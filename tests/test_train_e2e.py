@@ -151,3 +151,37 @@ def test_bad_inputs_are_one_line_errors(work, opts, message):
 def test_missing_config_file(work):
     r = run_train(["--cfg", "nope.yaml"], work)
     assert r.returncode == 2 and r.stderr.strip() == "error: config file not found: nope.yaml"
+
+
+def test_aekt_export_writes_matrix_heatmap_and_summary(work):
+    import json
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    cfg = write_cfg(work, "aekt_export.yaml", "cifar10/aekt/res20_res8.yaml",
+                    {"DISTILLER": {"TEACHER": "resnet8"}, "SOLVER": {"EPOCHS": 1, "BATCH_SIZE": 16},
+                     "EXPERIMENT": {"TAG": "export"}, "AEKT": {"WARMUP": 0}})
+    assert run_train(["--cfg", cfg], work).returncode == 0
+    d = run_dir(work, "cifar10_aekt", "export")
+    env = dict(os.environ, MDISTILLER_EXT_STANDALONE="1")
+    r = subprocess.run([sys.executable, str(ROOT / "tools/export_serialization.py"), str(d)], cwd=work,
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    import numpy as np
+
+    serial = np.load(d / "serialization_matrix.npy")
+    sim = np.load(d / "teacher_similarity.npy")
+    assert serial.shape == sim.shape == (10, 10)
+    assert np.allclose(sim.sum(1), 1.0) and not np.allclose(serial, np.eye(10))
+    summary = json.loads((d / "serialization_summary.json").read_text())
+    assert -1.0 <= summary["pearson_offdiag_W_vs_teacher"] <= 1.0 and summary["num_classes"] == 10
+    with Image.open(d / "serialization_heatmap.png") as im:
+        im.load()
+        assert im.size == (1100, 500)
+    # a run without the layer says so in one line
+    plain = run_dir(work, "cifar10_kd", "kd-0-")
+    r = subprocess.run([sys.executable, str(ROOT / "tools/export_serialization.py"), str(plain)], cwd=work,
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "no serialization layer" in r.stderr

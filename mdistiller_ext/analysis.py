@@ -1,0 +1,66 @@
+"""Analysis of AEKT's task-serialization layer against the teacher's class similarity."""
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+
+def serialization_matrix(state_dict: Dict[str, torch.Tensor]) -> np.ndarray:
+    """The layer's C x C weight from a distiller state_dict (either SERIAL order, either decay mode)."""
+    sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
+    for prefix in ("serial.", "student.serial."):
+        if prefix + "delta" in sd:
+            delta = sd[prefix + "delta"].double()
+            return (torch.eye(delta.shape[0], dtype=torch.float64) + delta).numpy()
+        if prefix + "weight" in sd:
+            return sd[prefix + "weight"].double().numpy()
+    raise KeyError("no serialization layer in this checkpoint (AEKT.SERIAL none, or not an AEKT run)")
+
+
+@torch.no_grad()
+def class_similarity(teacher: nn.Module, loader, num_classes: int, device: torch.device,
+                     temperature: float = 1.0) -> np.ndarray:
+    """Row c = the teacher's mean softmax over the images of ground-truth class c, row-normalised."""
+    teacher.eval().to(device)
+    sums = torch.zeros(num_classes, num_classes, dtype=torch.float64, device=device)
+    counts = torch.zeros(num_classes, dtype=torch.float64, device=device)
+    for batch in loader:
+        image, target = batch[0].to(device).float(), batch[1].to(device)
+        p = torch.softmax(teacher(image)[0].double() / temperature, dim=1)
+        sums.index_add_(0, target, p)
+        counts.index_add_(0, target, torch.ones_like(target, dtype=torch.float64))
+    mean = sums / counts.clamp_min(1)[:, None]
+    return (mean / mean.sum(1, keepdim=True).clamp_min(1e-300)).cpu().numpy()
+
+
+def correlation(a: np.ndarray, b: np.ndarray, off_diagonal: bool = True) -> float:
+    """Pearson correlation of two C x C matrices (off-diagonal entries only by default)."""
+    mask = ~np.eye(a.shape[0], dtype=bool) if off_diagonal else np.ones_like(a, dtype=bool)
+    x, y = a[mask].astype(np.float64), b[mask].astype(np.float64)
+    x, y = x - x.mean(), y - y.mean()
+    denom = np.sqrt((x * x).sum() * (y * y).sum())
+    return float((x * y).sum() / denom) if denom > 0 else float("nan")
+
+
+def plot_heatmaps(serial: np.ndarray, similarity: np.ndarray, path: str, title: Optional[str] = None) -> None:
+    """Side by side: W - I of the serialization layer and the teacher's class similarity (diagonal removed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    off = ~np.eye(serial.shape[0], dtype=bool)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5), dpi=100)
+    for ax, mat, name in ((axes[0], serial - np.eye(serial.shape[0]), "serialization layer W - I"),
+                          (axes[1], np.where(off, similarity, np.nan), "teacher mean softmax per class (off-diagonal)")):
+        im = ax.imshow(mat, cmap="viridis", interpolation="nearest")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("class")
+        ax.set_ylabel("ground-truth class" if ax is axes[1] else "output class")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
