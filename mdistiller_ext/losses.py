@@ -126,7 +126,8 @@ def target_confidence_ratio(
         log_ratio = -log_ratio
     w = torch.exp(torch.clamp(log_ratio, max=math.log(w_max)))
     if norm == "batch_mean":
-        w = w / w.mean()
+        # an all-zero batch (every ratio underflowed) stays zero instead of 0/0
+        w = w / w.mean().clamp_min(torch.finfo(w.dtype).tiny)
     return w
 
 

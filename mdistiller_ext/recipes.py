@@ -46,3 +46,9 @@ CIFAR_SOLVER = {"BATCH_SIZE": 64, "EPOCHS": 240, "LR_DECAY_STAGES": [150, 180, 2
 # mdistiller's ImageNet solver (batch 512, lr 0.2); the DHKD authors used batch 128, lr 0.1
 IMAGENET_SOLVER = {"BATCH_SIZE": 512, "EPOCHS": 100, "LR": 0.2, "LR_DECAY_STAGES": [30, 60, 90],
                    "LR_DECAY_RATE": 0.1, "WEIGHT_DECAY": 0.0001, "MOMENTUM": 0.9, "TYPE": "SGD"}
+
+# mdistiller's ReviewKD settings that are not shape-derived: (REVIEWKD_WEIGHT, MAX_MID_CHANNEL)
+REVIEWKD_CIFAR_WEIGHT = 5.0
+IMAGENET_REVIEWKD = {"r34_r18": (1.0, 512), "r50_mv1": (8.0, 256)}
+# mdistiller trains its ImageNet CRD and ReviewKD baselines with batch 256, lr 0.1
+IMAGENET_FEATURE_SOLVER = {"BATCH_SIZE": 256, "LR": 0.1}

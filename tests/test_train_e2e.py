@@ -123,6 +123,7 @@ def _teacher_100_classes(work: Path) -> str:
 BAD = [
     (["DISTILLER.TYPE", "FOO"], "unknown DISTILLER.TYPE 'FOO'"),
     (["DISTILLER.TYPE", "CRD"], "requires mdistiller"),
+    (["DISTILLER.TYPE", "REVIEWKD"], "requires mdistiller"),
     (["DISTILLER.STUDENT", "resnet9000"], "unknown model 'resnet9000'"),
     (["EXT.CKPT_ROOT", "empty"], "no cifar10 teacher checkpoint for resnet8: looked for empty/cifar10_teachers/resnet8_vanilla/ckpt_epoch_240.pth"),
     (["EXT.CKPT_ROOT", "@100"], "num_classes differs"),

@@ -6,6 +6,7 @@ student_latest, best, student_best, epoch_N, student_N), and adds what the host 
 seeding, atomic checkpoints with RNG state and the config, no per-step host sync, a non-finite
 guard, and the gradient-alignment step (SOLVER.TRAINER "align").
 """
+import hashlib
 import os
 import random
 from collections import OrderedDict
@@ -240,9 +241,11 @@ class Trainer:
         return self.distiller.student
 
     def _save(self, epoch: int, improved: bool) -> None:
+        config = self.cfg.dump()
+        # the data order needs no position: each epoch's order is a function of (seed, epoch)
         state = {"epoch": epoch, "model": self.distiller.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "best_acc": self.best_acc, "rng": rng_state(), "config": self.cfg.dump(),
-                 "nonfinite_skipped": self.skipped}
+                 "best_acc": self.best_acc, "rng": rng_state(), "config": config,
+                 "config_hash": hashlib.sha256(config.encode()).hexdigest(), "nonfinite_skipped": self.skipped}
         student = {"model": self._student().state_dict()}
         save_atomic(state, self._path("latest"))
         save_atomic(student, self._path("student_latest"))

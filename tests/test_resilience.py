@@ -1,0 +1,99 @@
+"""Crash safety with real processes: kill -9 mid-epoch then --resume, and the non-finite guard."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from mdistiller_ext import worklog
+from mdistiller_ext.standalone.models import cifar_model_dict
+
+from .conftest import ROOT, write_cifar10_jpeg_tar
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    w = tmp_path_factory.mktemp("resilience")
+    (w / "data").mkdir()
+    write_cifar10_jpeg_tar(w / "data" / "cifar10-jpeg.tar.gz", n_train=60, n_test=5)
+    teacher = w / "ckpts" / "cifar10_teachers" / "resnet8_vanilla" / "ckpt_epoch_240.pth"
+    teacher.parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save({"model": cifar_model_dict["resnet8"][0](num_classes=10).state_dict()}, teacher)
+    return w
+
+
+def write_cfg(work: Path, tag: str, **over) -> str:
+    cfg = yaml.safe_load((ROOT / "configs/cifar10/dhkd/res20_res8.yaml").read_text())
+    cfg["DISTILLER"]["TEACHER"] = "resnet8"
+    cfg["EXPERIMENT"]["TAG"] = tag
+    cfg["SOLVER"].update({"EPOCHS": 3, "BATCH_SIZE": 16})
+    cfg["DATASET"].update({"NUM_WORKERS": 0, "TEST": {"BATCH_SIZE": 50}})
+    cfg["LOG"]["PREFIX"] = "out"
+    cfg["EXT"] = {"DATA_ROOT": "data", "DATA_CACHE": "data", "CKPT_ROOT": "ckpts", "PROGRESS": False,
+                  "DOWNLOAD": False, "DETERMINISTIC": True}
+    for key, value in over.items():
+        node, leaf = key.split("__")
+        cfg.setdefault(node, {})[leaf] = value
+    (work / f"{tag}.yaml").write_text(yaml.safe_dump(cfg))
+    return f"{tag}.yaml"
+
+
+def cmd(cfg: str, *extra: str):
+    return [sys.executable, str(ROOT / "tools/train.py"), "--cfg", cfg, *extra]
+
+
+ENV = dict(os.environ, MDISTILLER_EXT_STANDALONE="1", PYTHONUNBUFFERED="1")
+
+
+def test_kill_9_mid_epoch_then_resume_is_bitwise_identical(work):
+    straight = subprocess.run(cmd(write_cfg(work, "straight")), cwd=work, env=ENV, capture_output=True, text=True)
+    assert straight.returncode == 0, straight.stderr
+    cfg = write_cfg(work, "killed")
+    log = work / "out/cifar10_dhkd/killed/worklog.txt"
+    proc = subprocess.Popen(cmd(cfg), cwd=work, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (log.exists() and "epoch: 1" in log.read_text()):
+        time.sleep(0.02)
+    time.sleep(0.3)  # well inside epoch 2 (an epoch here takes a few seconds)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    state = torch.load(work / "out/cifar10_dhkd/killed/latest", weights_only=True)
+    assert state["epoch"] == 1, "the kill did not land in epoch 2"
+    resumed = subprocess.run(cmd(cfg, "--resume"), cwd=work, env=ENV, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    a = torch.load(work / "out/cifar10_dhkd/straight/student_latest", weights_only=True)["model"]
+    b = torch.load(work / "out/cifar10_dhkd/killed/student_latest", weights_only=True)["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    la, lb = worklog.read(str(work / "out/cifar10_dhkd/straight/worklog.txt")), worklog.read(str(log))
+    assert la.epochs == lb.epochs and la.best_acc == lb.best_acc and list(lb.epochs) == [1, 2, 3]
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(work):
+    cfg = write_cfg(work, "diverge", SOLVER__EPOCHS=1)
+    assert subprocess.run(cmd(cfg), cwd=work, env=ENV, capture_output=True).returncode == 0
+    latest = work / "out/cifar10_dhkd/diverge/latest"
+    before = torch.load(latest, weights_only=True)
+    write_cfg(work, "diverge", SOLVER__EPOCHS=2, SOLVER__LR=1e30)
+    r = subprocess.run(cmd(cfg, "--resume", "--force-resume"), cwd=work, env=ENV, capture_output=True, text=True)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "non-finite" in lines[0] and "at epoch 2, step" in lines[0], r.stderr
+    assert "loss_" in lines[0] and "(epoch 1)" in lines[0]
+    after = torch.load(latest, weights_only=True)
+    assert after["epoch"] == 1 and all(torch.equal(before["model"][k], after["model"][k]) for k in before["model"])
+
+
+def test_non_finite_skip_mode_counts_batches(work):
+    cfg = write_cfg(work, "skip", SOLVER__EPOCHS=1, SOLVER__LR=1e30, EXT__NONFINITE="skip")
+    r = subprocess.run(cmd(cfg), cwd=work, env=ENV, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    log = worklog.read(str(work / "out/cifar10_dhkd/skip/worklog.txt"))
+    assert log.epochs[1]["nonfinite_skipped"] > 0
