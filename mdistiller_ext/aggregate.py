@@ -1,0 +1,245 @@
+"""Read run directories (this engine's or mdistiller's: same worklog) into a comparison table."""
+import csv
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from yacs.config import CfgNode
+
+from . import worklog
+from .recipes import CIFAR10_PAIRS, CIFAR100_PAIRS, IMAGENET_PAIRS
+from .reference import ReferenceTable
+
+PAIR_TABLES = {"cifar100": CIFAR100_PAIRS, "cifar10": CIFAR10_PAIRS, "imagenet": IMAGENET_PAIRS}
+SEED_IN_NAME = re.compile(r",EXT\.SEED:(\d+)")
+
+
+@dataclass
+class RunResult:
+    path: str
+    dataset: str
+    method: str
+    pair: str
+    seed: Optional[int]
+    status: str  # finished | incomplete | missing
+    epochs: Dict[int, Dict[str, float]] = field(default_factory=dict)
+    expected_epochs: Optional[int] = None
+    best_top1: Optional[float] = None
+    best_top5: Optional[float] = None
+    last_top1: Optional[float] = None
+    last_top5: Optional[float] = None
+
+
+def pair_of(dataset: str, teacher: str, student: str) -> str:
+    for name, p in PAIR_TABLES.get(dataset, {}).items():
+        if (p.teacher, p.student) == (teacher, student):
+            return name
+    return f"{teacher}->{student}"
+
+
+def _identity(path: str, dataset_hint: Optional[str]) -> Tuple[str, str, str, Optional[int], Optional[int]]:
+    """(dataset, method, pair, seed, expected epochs) from config.yaml, else from the host's naming."""
+    cfg_path = os.path.join(path, "config.yaml")
+    name = os.path.basename(os.path.normpath(path))
+    if os.path.isfile(cfg_path):
+        with open(cfg_path) as f:
+            cfg = CfgNode.load_cfg(f)
+        ds = cfg.DATASET.TYPE
+        seed = cfg.EXT.SEED if "EXT" in cfg else None
+        return ds, cfg.DISTILLER.TYPE.lower(), pair_of(ds, cfg.DISTILLER.TEACHER, cfg.DISTILLER.STUDENT), seed, cfg.SOLVER.EPOCHS
+    # mdistiller's runs: <project>/<method>,<teacher>,<student>[,KEY:VALUE...]
+    project = os.path.basename(os.path.dirname(os.path.normpath(path)))
+    ds = dataset_hint or project.split("_")[0]
+    tokens = SEED_IN_NAME.sub("", name).split(",")
+    m = SEED_IN_NAME.search(name)
+    pair = f"{tokens[1]}_{tokens[2]}" if len(tokens) >= 3 else name
+    return ds, tokens[0].lower(), pair, int(m.group(1)) if m else None, None
+
+
+def read_run(path: str, dataset_hint: Optional[str] = None) -> RunResult:
+    ds, method, pair, seed, expected = _identity(path, dataset_hint)
+    log_path = os.path.join(path, "worklog.txt")
+    if not os.path.isfile(log_path):
+        return RunResult(path, ds, method, pair, seed, "missing", expected_epochs=expected)
+    log = worklog.read(log_path)
+    r = RunResult(path, ds, method, pair, seed, "incomplete", log.epochs, expected)
+    if not log.epochs:
+        return r
+    complete = log.finished and (expected is None or log.last_epoch >= expected) and \
+        sorted(log.epochs) == list(range(1, log.last_epoch + 1))
+    r.status = "finished" if complete else "incomplete"
+    # the host saves "best" when test_acc >= best so far: the last epoch reaching the maximum
+    best_epoch = max(log.epochs, key=lambda e: (log.epochs[e].get("test_acc", -1), e))
+    r.best_top1 = log.best_acc if log.finished else log.epochs[best_epoch].get("test_acc")
+    r.best_top5 = log.epochs[best_epoch].get("test_acc_top5")
+    last = log.epochs[log.last_epoch]
+    r.last_top1, r.last_top5 = last.get("test_acc"), last.get("test_acc_top5")
+    return r
+
+
+def mean_std(values: Sequence[float]) -> Tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return mean, std
+
+
+@dataclass
+class Row:
+    dataset: str
+    pair: str
+    method: str
+    n: int
+    stats: Dict[str, Tuple[float, float]]
+    reference: Optional[float]
+    reference_top5: Optional[float]
+    source: str
+    runs: List[RunResult]
+
+    @property
+    def delta(self) -> Optional[float]:
+        return None if self.reference is None else self.stats["best_top1"][0] - self.reference
+
+
+METRICS = ("best_top1", "last_top1", "best_top5", "last_top5")
+
+
+def summarize(results: Sequence[RunResult], refs: ReferenceTable) -> List[Row]:
+    groups: Dict[Tuple[str, str, str], List[RunResult]] = {}
+    for r in results:
+        if r.status == "finished":
+            groups.setdefault((r.dataset, r.pair, r.method), []).append(r)
+    rows = []
+    for (ds, pair, method), runs in sorted(groups.items()):
+        stats = {}
+        for m in METRICS:
+            vals = [getattr(r, m) for r in runs if getattr(r, m) is not None]
+            if vals:
+                stats[m] = mean_std(vals)
+        ref = refs.lookup(ds, pair, method)
+        rows.append(Row(ds, pair, method, len(runs), stats, ref.top1 if ref else None,
+                        ref.top5 if ref else None, ref.source if ref else "", runs))
+    return rows
+
+
+def _fmt(stat: Optional[Tuple[float, float]]) -> str:
+    return "n/a" if stat is None else f"{stat[0]:.2f} ± {stat[1]:.2f}"
+
+
+HEADER = ["dataset", "pair", "method", "seeds", "best top-1", "last top-1", "best top-5", "last top-5",
+          "published top-1", "source", "delta (best - published)"]
+
+
+def table_rows(rows: Sequence[Row]) -> List[List[str]]:
+    out = []
+    for r in rows:
+        out.append([r.dataset, r.pair, r.method, str(r.n)] + [_fmt(r.stats.get(m)) for m in METRICS] +
+                   ["n/a" if r.reference is None else f"{r.reference:.2f}", r.source or "-",
+                    "n/a" if r.delta is None else f"{r.delta:+.2f}"])
+    return out
+
+
+def write_markdown(rows: Sequence[Row], others: Sequence[RunResult], refs: ReferenceTable, path: str) -> str:
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(rows)]
+    lines.append("")
+    lines.append("Top-1/top-5 in %, mean ± sample standard deviation over seeds; best = best epoch, last = final epoch.")
+    used = sorted({r.source for r in rows if r.source})
+    for key in used:
+        lines.append(f"- `{key}`: {refs.sources[key]}")
+    if others:
+        lines += ["", "Runs left out (not finished):", ""]
+        lines += [f"- {r.status}: {r.path} ({len(r.epochs)} of {r.expected_epochs or '?'} epochs logged)" for r in others]
+    text = "\n".join(lines) + "\n"
+    with open(path, "w") as f:
+        f.write(text)
+    return text
+
+
+def write_csv(rows: Sequence[Row], path: str) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["dataset", "pair", "method", "seeds"] + [f"{m}_{s}" for m in METRICS for s in ("mean", "std")] +
+                   ["published_top1", "published_top5", "source", "delta_best_top1"])
+        for r in rows:
+            cells = [r.dataset, r.pair, r.method, r.n]
+            for m in METRICS:
+                cells += [f"{r.stats[m][0]:.4f}", f"{r.stats[m][1]:.4f}"] if m in r.stats else ["", ""]
+            cells += ["" if r.reference is None else r.reference, "" if r.reference_top5 is None else r.reference_top5,
+                      r.source, "" if r.delta is None else f"{r.delta:.4f}"]
+            w.writerow(cells)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(rows: Sequence[Row], path_for_pair) -> List[str]:
+    """One PNG per pair: test top-1 per epoch, mean over seeds (band: min to max)."""
+    plt = _plt()
+    written = []
+    for (ds, pair) in sorted({(r.dataset, r.pair) for r in rows}):
+        fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
+        for r in (x for x in rows if (x.dataset, x.pair) == (ds, pair)):
+            epochs = sorted(set.intersection(*[set(run.epochs) for run in r.runs]))
+            curves = [[run.epochs[e]["test_acc"] for e in epochs] for run in r.runs]
+            mean = [sum(c[i] for c in curves) / len(curves) for i in range(len(epochs))]
+            line, = ax.plot(epochs, mean, label=f"{r.method} (n={r.n})", marker="o" if len(epochs) < 30 else None)
+            if len(curves) > 1:
+                ax.fill_between(epochs, [min(c[i] for c in curves) for i in range(len(epochs))],
+                                [max(c[i] for c in curves) for i in range(len(epochs))], alpha=0.2, color=line.get_color())
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("test top-1 (%)")
+        ax.set_title(f"{ds} {pair}: test accuracy (mean over seeds, band = min..max)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        path = path_for_pair(ds, pair)
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def plot_bars(rows: Sequence[Row], path: str) -> str:
+    """Best-epoch top-1 per pair and method, with standard-deviation error bars and published marks."""
+    plt = _plt()
+    pairs = sorted({(r.dataset, r.pair) for r in rows})
+    methods = sorted({r.method for r in rows})
+    width = 0.8 / max(len(methods), 1)
+    fig, ax = plt.subplots(figsize=(max(6, 2.2 * len(pairs) + 2), 5), dpi=100)
+    for j, m in enumerate(methods):
+        xs, means, stds, refs = [], [], [], []
+        for i, p in enumerate(pairs):
+            r = next((x for x in rows if (x.dataset, x.pair) == p and x.method == m), None)
+            if r is None:
+                continue
+            xs.append(i + (j - (len(methods) - 1) / 2) * width)
+            means.append(r.stats["best_top1"][0])
+            stds.append(r.stats["best_top1"][1])
+            refs.append(r.reference)
+        bars = ax.bar(xs, means, width, yerr=stds, capsize=3, label=m)
+        for x, ref in zip(xs, refs):
+            if ref is not None:
+                ax.plot([x - width / 2, x + width / 2], [ref, ref], color="black", linewidth=2)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)
+    ax.set_xticks(range(len(pairs)))
+    ax.set_xticklabels([f"{d}\n{p}" for d, p in pairs])
+    ax.set_ylabel("best-epoch test top-1 (%)")
+    ax.set_title("mean ± std over seeds (black line: published)")
+    lows = [r.stats["best_top1"][0] - r.stats["best_top1"][1] for r in rows]
+    ax.set_ylim(max(0.0, min(lows) - 5), min(100.0, max(r.stats["best_top1"][0] for r in rows) + 5))
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

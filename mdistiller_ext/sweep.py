@@ -1,0 +1,101 @@
+"""Plan and run methods x pairs x seeds: skip finished runs, resume interrupted ones, never overwrite."""
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence
+
+from .aggregate import PAIR_TABLES
+from .errors import UserError
+from .train_cli import experiment_name, load_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclass
+class RunSpec:
+    dataset: str
+    method: str
+    pair: str
+    seed: int
+    config: str
+    overrides: List[str]
+    run_dir: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} {self.pair} seed {self.seed}"
+
+
+def config_path(dataset: str, method: str, pair: str, configs_root: str) -> str:
+    if dataset == "imagenet":
+        return os.path.join(configs_root, "imagenet", pair, f"{method}.yaml")
+    return os.path.join(configs_root, dataset, method, f"{pair}.yaml")
+
+
+def plan(dataset: str, methods: Sequence[str], pairs: Sequence[str], seeds: Sequence[int],
+         overrides: Sequence[str] = (), configs_root: Optional[str] = None) -> List[RunSpec]:
+    if dataset not in PAIR_TABLES:
+        raise UserError(f"unknown dataset {dataset!r}; choose one of {', '.join(PAIR_TABLES)}")
+    root = configs_root or os.path.join(ROOT, "configs")
+    specs = []
+    for pair in pairs:
+        if pair not in PAIR_TABLES[dataset]:
+            raise UserError(f"unknown {dataset} pair {pair!r}; choose from {', '.join(PAIR_TABLES[dataset])}")
+        for method in methods:
+            cfg_file = config_path(dataset, method, pair, root)
+            if not os.path.isfile(cfg_file):
+                raise UserError(f"no config for {method} on {dataset} {pair} (looked for {cfg_file})")
+            for seed in seeds:
+                opts = ["EXT.SEED", str(seed), *overrides]
+                cfg = load_config(cfg_file, opts)
+                run_dir = os.path.join(cfg.LOG.PREFIX, experiment_name(cfg, opts))
+                specs.append(RunSpec(dataset, method, pair, seed, cfg_file, opts, run_dir))
+    return specs
+
+
+def status(spec: RunSpec) -> str:
+    """finished (worklog ends with best_acc), partial (a checkpoint to resume), or missing."""
+    from . import worklog
+
+    log = os.path.join(spec.run_dir, "worklog.txt")
+    if os.path.isfile(log) and worklog.read(log).finished:
+        return "finished"
+    if os.path.isfile(os.path.join(spec.run_dir, "latest")):
+        return "partial"
+    return "missing"
+
+
+def command(spec: RunSpec, state: str) -> List[str]:
+    cmd = [sys.executable, os.path.join(ROOT, "tools", "train.py"), "--cfg", spec.config]
+    if state == "partial":
+        cmd.append("--resume")
+    elif os.path.isfile(os.path.join(spec.run_dir, "worklog.txt")):
+        # an unfinished run that never reached a checkpoint: nothing to keep
+        cmd.append("--overwrite")
+    return cmd + spec.overrides
+
+
+def execute(specs: Sequence[RunSpec], log_dir: str, echo: Callable[[str], None] = print) -> Dict[str, List]:
+    """Run what is not finished, one after another; a failing run is reported, not fatal."""
+    os.makedirs(log_dir, exist_ok=True)
+    report: Dict[str, List] = {"skipped": [], "ran": [], "failed": []}
+    env = dict(os.environ, TQDM_DISABLE="1", PYTHONUNBUFFERED="1")
+    for i, spec in enumerate(specs, 1):
+        state = status(spec)
+        if state == "finished":
+            echo(f"[{i}/{len(specs)}] {spec.label}: finished, skipped")
+            report["skipped"].append(spec)
+            continue
+        echo(f"[{i}/{len(specs)}] {spec.label}: {'resuming' if state == 'partial' else 'running'}")
+        log_file = os.path.join(log_dir, f"{spec.method}_{spec.pair}_seed{spec.seed}.log")
+        with open(log_file, "w") as f:
+            rc = subprocess.run(command(spec, state), stdout=f, stderr=subprocess.STDOUT, env=env).returncode
+        if rc == 0:
+            report["ran"].append(spec)
+        else:
+            with open(log_file) as f:
+                tail = [line.strip() for line in f if line.strip()][-1:] or ["(no output)"]
+            echo(f"    failed (exit {rc}): {tail[0]} [log: {log_file}]")
+            report["failed"].append((spec, rc, tail[0], log_file))
+    return report

@@ -1,0 +1,198 @@
+"""Comparison tooling: aggregation on hand-written worklogs, skip/resume logic, reference data, outputs."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from mdistiller_ext import aggregate, reference, sweep
+from mdistiller_ext.worklog import best_line, epoch_block
+
+from .conftest import ROOT, run_train, write_cifar10_jpeg_tar
+
+# a worklog exactly as mdistiller writes it (two dashed lines between blocks, no newline at the end)
+HOST_LOG = """-------------------------
+epoch: 1
+lr: 0.05
+train_acc: 30.00
+train_loss: 2.10
+test_acc: 60.50
+test_acc_top5: 85.00
+test_loss: 1.50
+-------------------------
+-------------------------
+epoch: 2
+lr: 0.05
+train_acc: 40.00
+train_loss: 1.90
+test_acc: 76.00
+test_acc_top5: 93.00
+test_loss: 1.20
+-------------------------
+-------------------------
+epoch: 3
+lr: 0.01
+train_acc: 45.00
+train_loss: 1.80
+test_acc: 75.50
+test_acc_top5: 93.50
+test_loss: 1.25
+-------------------------
+best_acc\t76.00"""
+
+
+def make_run(root: Path, project: str, name: str, accs, finished=True, cfg=None, top5=None):
+    d = root / project / name
+    d.mkdir(parents=True)
+    text = "".join(epoch_block(e, 0.05, {"test_acc": a, "test_acc_top5": (top5 or {}).get(e, a + 20)})
+                   for e, a in accs.items())
+    if finished:
+        text += best_line(max(accs.values()))
+    (d / "worklog.txt").write_text(text)
+    if cfg:
+        (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return d
+
+
+def cfg(method, teacher, student, seed, epochs, dataset="cifar100"):
+    return {"DATASET": {"TYPE": dataset}, "DISTILLER": {"TYPE": method.upper(), "TEACHER": teacher, "STUDENT": student},
+            "EXT": {"SEED": seed}, "SOLVER": {"EPOCHS": epochs}}
+
+
+def test_host_worklog_run_directory(tmp_path):
+    d = tmp_path / "cifar100_baselines" / "dkd,res32x4,res8x4"
+    d.mkdir(parents=True)
+    (d / "worklog.txt").write_text(HOST_LOG)
+    r = aggregate.read_run(str(d))
+    assert (r.dataset, r.method, r.pair, r.status) == ("cifar100", "dkd", "res32x4_res8x4", "finished")
+    assert (r.best_top1, r.best_top5, r.last_top1, r.last_top5) == (76.0, 93.0, 75.5, 93.5)
+    row, = aggregate.summarize([r], reference.load())
+    assert row.reference == 76.32 and row.source == "mdistiller_readme"
+    assert row.delta == pytest.approx(76.0 - 76.32)
+
+
+def test_means_stds_best_last_and_unfinished(tmp_path):
+    runs = [
+        make_run(tmp_path, "p", "a0", {1: 60.0, 2: 70.0, 3: 69.0}, cfg=cfg("dhkd", "resnet56", "resnet20", 0, 3)),
+        make_run(tmp_path, "p", "a1", {1: 61.0, 2: 72.0, 3: 71.0}, cfg=cfg("dhkd", "resnet56", "resnet20", 1, 3)),
+        make_run(tmp_path, "p", "a2", {1: 60.0, 2: 71.0, 4: 99.0}, cfg=cfg("dhkd", "resnet56", "resnet20", 2, 4)),  # epoch 3 missing
+        make_run(tmp_path, "p", "a3", {1: 58.0}, finished=False, cfg=cfg("dhkd", "resnet56", "resnet20", 3, 3)),  # crashed
+        make_run(tmp_path, "p", "a4", {1: 50.0, 2: 55.0}, cfg=cfg("dhkd", "resnet56", "resnet20", 4, 3)),  # stopped early
+    ]
+    results = [aggregate.read_run(str(d)) for d in runs]
+    assert [r.status for r in results] == ["finished", "finished", "incomplete", "incomplete", "incomplete"]
+    row, = aggregate.summarize(results, reference.load())
+    assert (row.dataset, row.pair, row.method, row.n) == ("cifar100", "res56_res20", "dhkd", 2)
+    assert row.stats["best_top1"] == pytest.approx((71.0, 2 ** 0.5))
+    assert row.stats["last_top1"] == pytest.approx((70.0, 2 ** 0.5))
+    assert row.stats["best_top5"] == pytest.approx((91.0, 2 ** 0.5))
+    assert row.reference is None and row.delta is None  # DHKD's published numbers are not available
+    text = aggregate.write_markdown([row], [r for r in results if r.status != "finished"], reference.load(), str(tmp_path / "t.md"))
+    assert "71.00 ± 1.41" in text and "70.00 ± 1.41" in text and text.count("incomplete:") == 3
+
+
+def test_best_epoch_tie_takes_the_last_one(tmp_path):
+    d = make_run(tmp_path, "p", "tie", {1: 70.0, 2: 70.0}, top5={1: 80.0, 2: 90.0}, cfg=cfg("kd", "resnet56", "resnet20", 0, 2))
+    assert aggregate.read_run(str(d)).best_top5 == 90.0
+
+
+def test_reference_loader(tmp_path):
+    refs = reference.load()
+    assert refs.lookup("cifar100", "vgg13_mv2", "reviewkd") == reference.Reference(70.37, None, "dkd_paper")
+    assert refs.lookup("imagenet", "r50_mv1", "crd") == reference.Reference(71.37, 90.41, "dkd_paper")
+    assert refs.lookup("cifar100", "res56_res20", "dhkd") is None
+    assert refs.lookup("cifar10", "res20_res8", "kd") is None
+    assert "ShuffleNet-V2" in refs.notes["res32x4_shuv2"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sources: {}\ncifar100: {res56_res20: {kd: {top1: 1.0, source: nowhere}}}\n")
+    with pytest.raises(ValueError, match="unknown source"):
+        reference.load(str(bad)).lookup("cifar100", "res56_res20", "kd")
+
+
+def test_every_reference_number_matches_the_spec():
+    spec = ROOT.parent / "shared" / "specs" / "reference-results.md"
+    if not spec.exists():
+        pytest.skip("../shared/specs/reference-results.md not present")
+    text = spec.read_text()
+    refs = yaml.safe_load(Path(reference.DEFAULT_PATH).read_text())
+    for ds in ("cifar100", "imagenet"):
+        for pair, methods in refs[ds].items():
+            for m, v in methods.items():
+                assert f"{v['top1']:.2f}" in text, (ds, pair, m)
+
+
+def test_tables_and_plots(tmp_path):
+    runs = [make_run(tmp_path, "p", f"{m}{s}", {1: 60.0 + s + i, 2: 65.0 + s + i}, cfg=cfg(m, "resnet56", "resnet20", s, 2))
+            for i, m in enumerate(("kd", "dkd")) for s in (0, 1)]
+    rows = aggregate.summarize([aggregate.read_run(str(d)) for d in runs], reference.load())
+    aggregate.write_csv(rows, str(tmp_path / "t.csv"))
+    lines = (tmp_path / "t.csv").read_text().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("dataset,pair,method,seeds,best_top1_mean")
+    assert "70.66" in lines[2] and "mdistiller_readme" in lines[2]  # kd sorts after dkd
+    bars = aggregate.plot_bars(rows, str(tmp_path / "bars.png"))
+    curves = aggregate.plot_curves(rows, lambda ds, p: str(tmp_path / f"curves_{ds}_{p}.png"))
+    with Image.open(bars) as im:
+        im.load()
+        assert im.size == (600, 500)
+    with Image.open(curves[0]) as im:
+        im.load()
+        assert im.size == (800, 500) and curves[0].endswith("curves_cifar100_res56_res20.png")
+
+
+def test_plan_status_and_commands(tmp_path):
+    specs = sweep.plan("cifar10", ["kd", "dhkd"], ["res20_res8"], [0, 1], ["LOG.PREFIX", str(tmp_path)])
+    assert [s.label for s in specs] == ["kd res20_res8 seed 0", "kd res20_res8 seed 1", "dhkd res20_res8 seed 0", "dhkd res20_res8 seed 1"]
+    s = specs[0]
+    assert s.run_dir == os.path.join(str(tmp_path), "cifar10_kd", f"kd,resnet20,resnet8,EXT.SEED:0,LOG.PREFIX:{tmp_path}")
+    assert sweep.status(s) == "missing" and "--resume" not in sweep.command(s, "missing")
+    os.makedirs(s.run_dir)
+    Path(s.run_dir, "worklog.txt").write_text(epoch_block(1, 0.05, {"test_acc": 10.0}))
+    assert sweep.status(s) == "missing" and "--overwrite" in sweep.command(s, "missing")
+    Path(s.run_dir, "latest").write_bytes(b"x")
+    assert sweep.status(s) == "partial" and "--resume" in sweep.command(s, "partial")
+    Path(s.run_dir, "worklog.txt").write_text(epoch_block(1, 0.05, {"test_acc": 10.0}) + best_line(10.0))
+    assert sweep.status(s) == "finished"
+    report = sweep.execute([s], str(tmp_path / "logs"), echo=lambda m: None)
+    assert report["skipped"] == [s] and not report["ran"]
+    with pytest.raises(Exception, match="unknown cifar10 pair"):
+        sweep.plan("cifar10", ["kd"], ["res1_res2"], [0])
+
+
+@pytest.mark.slow
+def test_compare_end_to_end(tmp_path):
+    (tmp_path / "data").mkdir()
+    write_cifar10_jpeg_tar(tmp_path / "data" / "cifar10-jpeg.tar.gz", n_train=4, n_test=2)
+    import torch
+
+    from mdistiller_ext.standalone.models import cifar_model_dict
+
+    teacher = tmp_path / "ckpts/cifar10_teachers/resnet20_vanilla/ckpt_epoch_240.pth"
+    teacher.parent.mkdir(parents=True)
+    torch.save({"model": cifar_model_dict["resnet20"][0](num_classes=10).state_dict()}, teacher)
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text(yaml.safe_dump({
+        "dataset": "cifar10", "methods": ["kd", "dhkd"], "pairs": ["res20_res8"], "seeds": [0, 1], "out": "report",
+        "set": {"SOLVER.EPOCHS": 1, "SOLVER.BATCH_SIZE": 16, "DATASET.NUM_WORKERS": 0, "EXT.DATA_ROOT": "data",
+                "EXT.DATA_CACHE": "data", "EXT.CKPT_ROOT": "ckpts", "EXT.DOWNLOAD": False, "LOG.PREFIX": "out"}}))
+    env = dict(os.environ, MDISTILLER_EXT_STANDALONE="1")
+    tool = [sys.executable, str(ROOT / "tools/compare.py"), "--sweep", str(sweep_file)]
+    dry = subprocess.run(tool + ["--dry-run"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert dry.returncode == 0 and dry.stdout.count("missing") == 4 and not (tmp_path / "out").exists()
+    r = subprocess.run(tool, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    table = (tmp_path / "report/comparison.md").read_text()
+    assert "| cifar10 | res20_res8 | dhkd | 2 |" in table and "| cifar10 | res20_res8 | kd | 2 |" in table
+    for f in ("comparison.csv", "bars.png", "curves_cifar10_res20_res8.png"):
+        assert (tmp_path / "report" / f).is_file()
+    logs = sorted(p.name for p in (tmp_path / "report/logs").iterdir())
+    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("student_latest")}
+    again = subprocess.run(tool, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and again.stdout.count("finished, skipped") == 4
+    assert mtimes == {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("student_latest")}
+    assert len(logs) == 4
+    # a sweep with a failing run reports it and exits non-zero, after tabulating the rest
+    bad = subprocess.run(tool + ["--methods", "kd", "reviewkd"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 1 and "failed" in bad.stderr and "requires mdistiller" in bad.stderr

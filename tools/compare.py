@@ -1,0 +1,112 @@
+"""Side-by-side comparison: run methods x pairs x seeds, then tabulate against published numbers.
+
+  python tools/compare.py --dataset cifar10 --methods kd dkd dhkd --pairs res20_res8 --seeds 0 1 \\
+      --set SOLVER.EPOCHS 3 EXT.TRAIN_SUBSET 5000 --out docs/example
+  python tools/compare.py --sweep sweep.yaml                 # the same options from a yaml file
+  python tools/compare.py ... --dry-run                      # print what would run
+  python tools/compare.py --runs output/cifar100_baselines/* --out report   # aggregate existing run dirs
+                                                            # (this engine's or mdistiller's)
+
+Finished runs are skipped, interrupted ones resumed, finished ones never overwritten. Writes
+<out>/comparison.md, comparison.csv, bars.png and curves_<dataset>_<pair>.png.
+"""
+import argparse
+import glob
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import yaml  # noqa: E402
+
+from mdistiller_ext import aggregate, reference, sweep  # noqa: E402
+from mdistiller_ext.errors import UserError  # noqa: E402
+
+SWEEP_KEYS = {"dataset", "methods", "pairs", "seeds", "set", "out"}
+
+
+def parse(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="\n".join(__doc__.splitlines()[1:]))
+    ap.add_argument("--sweep", help="yaml with dataset, methods, pairs, seeds, set (a mapping of overrides), out")
+    ap.add_argument("--dataset", default=None)
+    ap.add_argument("--methods", nargs="+")
+    ap.add_argument("--pairs", nargs="+")
+    ap.add_argument("--seeds", nargs="+", type=int)
+    ap.add_argument("--set", nargs="+", default=None, metavar="KEY VALUE", help="overrides for every run")
+    ap.add_argument("--runs", nargs="+", help="aggregate these run directories (globs allowed) instead of planning runs")
+    ap.add_argument("--out", default=None, help="report folder (default: comparison)")
+    ap.add_argument("--dry-run", action="store_true")
+    ap.add_argument("--no-run", action="store_true", help="only aggregate the planned runs that exist")
+    ap.add_argument("--reference", default=reference.DEFAULT_PATH, help="reference-results yaml")
+    args = ap.parse_args(argv)
+    if args.sweep:
+        with open(args.sweep) as f:
+            spec = yaml.safe_load(f) or {}
+        unknown = set(spec) - SWEEP_KEYS
+        if unknown:
+            raise UserError(f"{args.sweep}: unknown keys {sorted(unknown)}; allowed: {sorted(SWEEP_KEYS)}")
+        overrides = [str(x) for kv in (spec.get("set") or {}).items() for x in kv]
+        for key, value in (("dataset", spec.get("dataset")), ("methods", spec.get("methods")), ("pairs", spec.get("pairs")),
+                           ("seeds", spec.get("seeds")), ("set", overrides or None), ("out", spec.get("out"))):
+            if getattr(args, key) is None and value is not None:
+                setattr(args, key, value)
+    args.out = args.out or "comparison"
+    args.set = args.set or []
+    if not args.runs and not (args.dataset and args.methods and args.pairs and args.seeds):
+        raise UserError("give --dataset, --methods, --pairs and --seeds (or --sweep FILE), or --runs DIR...")
+    if len(args.set) % 2:
+        raise UserError(f"--set takes KEY VALUE pairs; got {len(args.set)} words")
+    return args
+
+
+def report(results, refs, out: str) -> None:
+    os.makedirs(out, exist_ok=True)
+    rows = aggregate.summarize(results, refs)
+    others = [r for r in results if r.status != "finished"]
+    if not rows:
+        raise UserError("no finished runs to compare" + (f"; {len(others)} unfinished" if others else ""))
+    text = aggregate.write_markdown(rows, others, refs, os.path.join(out, "comparison.md"))
+    aggregate.write_csv(rows, os.path.join(out, "comparison.csv"))
+    aggregate.plot_bars(rows, os.path.join(out, "bars.png"))
+    aggregate.plot_curves(rows, lambda ds, pair: os.path.join(out, f"curves_{ds}_{pair}.png"))
+    print(text)
+    print(f"report written to {out}/ (comparison.md, comparison.csv, bars.png, curves_*.png)")
+
+
+def main(argv=None) -> int:
+    try:
+        args = parse(argv)
+        refs = reference.load(args.reference)
+        if args.runs:
+            dirs = sorted({d for pattern in args.runs for d in glob.glob(pattern) if os.path.isdir(d)})
+            if not dirs:
+                raise UserError(f"no run directories match {' '.join(args.runs)}")
+            report([aggregate.read_run(d, args.dataset) for d in dirs], refs, args.out)
+            return 0
+        specs = sweep.plan(args.dataset, args.methods, args.pairs, args.seeds, args.set)
+        if args.dry_run:
+            for s in specs:
+                state = sweep.status(s)
+                action = {"finished": "skip", "partial": "resume", "missing": "run"}[state]
+                print(f"{state:9s} {s.label} -> {action} in {s.run_dir}")
+                if action != "skip":
+                    print(f"          python {' '.join(os.path.relpath(a) if os.path.isabs(a) else a for a in sweep.command(s, state)[1:])}")
+            return 0
+        failed = []
+        if not args.no_run:
+            failed = sweep.execute(specs, os.path.join(args.out, "logs"))["failed"]
+        report([aggregate.read_run(s.run_dir) for s in specs], refs, args.out)
+        if failed:
+            print(f"{len(failed)} run(s) failed:", file=sys.stderr)
+            for spec, rc, last, log in failed:
+                print(f"  {spec.label}: exit {rc}: {last} (log: {log})", file=sys.stderr)
+            return 1
+        return 0
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
