@@ -51,6 +51,12 @@ def _ext() -> CN:
     n.EXPORT_TEACHER = False   # vanilla runs: also write the model where distillation looks for teachers
     n.PROGRESS = True          # tqdm bars
     n.NONFINITE = "stop"       # stop | skip: what a non-finite loss does
+    # speed (issue: the fast path); each piece can be turned off on its own
+    n.FAST_DATA = "auto"       # auto | on | off: CIFAR held on the device, augmented there in batch (auto: on for CIFAR)
+    n.AMP = "auto"             # auto | off | bf16 | fp16 (auto: bf16 on CUDA GPUs that support it, off on CPU)
+    n.CHANNELS_LAST = "auto"   # auto | on | off (auto: on for CUDA)
+    n.COMPILE = False          # torch.compile the student (and heads) in place
+    n.SYNC_BN = False          # DDP: convert BatchNorm to SyncBatchNorm
     return n
 
 

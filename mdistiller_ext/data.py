@@ -197,15 +197,18 @@ def cifar_transforms(mean, std):
     return train, test
 
 
+def normalization(kind: str):
+    return {"cifar100": (CIFAR100_MEAN, CIFAR100_STD), "cifar10": (CIFAR10_MEAN, CIFAR10_STD)}.get(kind, (IMAGENET_MEAN, IMAGENET_STD))
+
+
 def build_datasets(cfg: CfgNode) -> Tuple[Dataset, Dataset, int]:
     kind, root = cfg.DATASET.TYPE, cfg.EXT.DATA_ROOT
     if kind in ("cifar100", "cifar10"):
         if kind == "cifar100":
             arrays = load_cifar100(root, cfg.EXT.DOWNLOAD)
-            train_t, test_t = cifar_transforms(CIFAR100_MEAN, CIFAR100_STD)
         else:
             arrays = load_cifar10(root, cfg.EXT.DATA_CACHE, cfg.EXT.DOWNLOAD)
-            train_t, test_t = cifar_transforms(CIFAR10_MEAN, CIFAR10_STD)
+        train_t, test_t = cifar_transforms(*normalization(kind))
         num_classes = NUM_CLASSES[kind]
         subset = cfg.EXT.TRAIN_SUBSET
         if subset:
@@ -234,11 +237,39 @@ def build_datasets(cfg: CfgNode) -> Tuple[Dataset, Dataset, int]:
     raise UserError(f"DATASET.TYPE {kind!r} is not supported here; use cifar100, cifar10 or imagenet (tiny_imagenet needs mdistiller)")
 
 
-def get_dataset(cfg: CfgNode, generator: torch.Generator = None):
-    """(train_loader, val_loader, num_data, num_classes), like ``mdistiller.dataset.get_dataset``."""
+def uses_fast_path(cfg: CfgNode) -> bool:
+    """EXT.FAST_DATA auto: on for the CIFAR datasets (the only ones held in memory)."""
+    if cfg.EXT.FAST_DATA == "on" and cfg.DATASET.TYPE not in ("cifar10", "cifar100"):
+        raise UserError(f"config EXT.FAST_DATA = 'on' needs cifar10 or cifar100, not {cfg.DATASET.TYPE}; use auto or off")
+    return cfg.EXT.FAST_DATA != "off" and cfg.DATASET.TYPE in ("cifar10", "cifar100")
+
+
+def get_dataset(cfg: CfgNode, generator: torch.Generator = None, device: torch.device = None,
+                rank: int = 0, world_size: int = 1):
+    """(train_loader, val_loader, num_data, num_classes), like ``mdistiller.dataset.get_dataset``.
+
+    With the fast path the loaders are ``DeviceCifarLoader``s on ``device``; otherwise torchvision
+    DataLoaders (a DistributedSampler under torch.distributed). SOLVER.BATCH_SIZE is global.
+    """
     train, val, num_classes = build_datasets(cfg)
+    if device is not None and uses_fast_path(cfg):
+        from .fastdata import DeviceCifarLoader
+
+        mean, std = normalization(cfg.DATASET.TYPE)
+        cl = cfg.EXT.CHANNELS_LAST == "on" or (cfg.EXT.CHANNELS_LAST == "auto" and device.type == "cuda")
+        make = lambda ds, bs, is_train: DeviceCifarLoader(ds.images, ds.labels, bs, mean, std, device, is_train,
+                                                          cfg.EXT.SEED, rank, world_size, cl)
+        return make(train, cfg.SOLVER.BATCH_SIZE, True), make(val, cfg.DATASET.TEST.BATCH_SIZE, False), len(train), num_classes
     workers = cfg.DATASET.NUM_WORKERS
-    train_loader = DataLoader(train, batch_size=cfg.SOLVER.BATCH_SIZE, shuffle=True, num_workers=workers,
-                              generator=generator, persistent_workers=False, pin_memory=torch.cuda.is_available())
+    pin = torch.cuda.is_available()
+    if world_size > 1:
+        from torch.utils.data.distributed import DistributedSampler
+
+        sampler = DistributedSampler(train, world_size, rank, shuffle=True, seed=cfg.EXT.SEED, drop_last=True)
+        train_loader = DataLoader(train, batch_size=max(1, cfg.SOLVER.BATCH_SIZE // world_size), sampler=sampler,
+                                  num_workers=workers, generator=generator, pin_memory=pin)
+    else:
+        train_loader = DataLoader(train, batch_size=cfg.SOLVER.BATCH_SIZE, shuffle=True, num_workers=workers,
+                                  generator=generator, pin_memory=pin)
     val_loader = DataLoader(val, batch_size=cfg.DATASET.TEST.BATCH_SIZE, shuffle=False, num_workers=workers)
     return train_loader, val_loader, len(train), num_classes

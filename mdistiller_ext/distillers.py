@@ -24,8 +24,10 @@ def warmup_factor(epoch: int, warmup: float) -> float:
 
 
 def _teacher_logits(teacher: nn.Module, image: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return teacher(image)[0]
+    # inference_mode skips autograd bookkeeping; the clone makes the result usable in the losses' graph
+    with torch.inference_mode():
+        logits = teacher(image)[0]
+    return logits.clone()
 
 
 class KD(Distiller):

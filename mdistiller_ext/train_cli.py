@@ -62,10 +62,11 @@ def experiment_name(cfg: CfgNode, opts: List[str]) -> str:
     return os.path.join(cfg.EXPERIMENT.PROJECT, name)
 
 
-def pick_device(cfg: CfgNode) -> torch.device:
+def pick_device(cfg: CfgNode, local_rank: int = 0) -> torch.device:
     want = cfg.EXT.DEVICE
     if want == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        # under torchrun each process drives the GPU of its LOCAL_RANK
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     if want.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"config EXT.DEVICE = {want!r} but CUDA is not available; use auto or cpu")
     return torch.device(want)
@@ -103,16 +104,26 @@ def _check_run_dir(log_path: str, resume: bool, overwrite: bool) -> None:
 
 
 def run(argv: Optional[List[str]] = None) -> float:
+    from .engine.distributed import barrier, init_from_env
+
     args = parse_args(argv)
     cfg = load_config(args.cfg, args.opts)
-    device = pick_device(cfg)
-    host_engine = use_host_engine(cfg, device)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = pick_device(cfg, int(os.environ.get("LOCAL_RANK", "0")))
+    host_engine = world == 1 and use_host_engine(cfg, device)
+    if world > 1 and cfg.EXT.ENGINE == "host":
+        raise UserError("config EXT.ENGINE = 'host' cannot run under torchrun (mdistiller uses DataParallel); use auto or ext")
     validate(cfg, standalone_engine=not host_engine)
+    dist_info = init_from_env(device.type == "cuda")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     name = experiment_name(cfg, args.opts)
     log_path = os.path.join(cfg.LOG.PREFIX, name)
-    _check_run_dir(log_path, args.resume, args.overwrite)
-    with open(os.path.join(log_path, "config.yaml"), "w") as f:
-        f.write(cfg.dump())
+    if dist_info.is_main:
+        _check_run_dir(log_path, args.resume, args.overwrite)
+        with open(os.path.join(log_path, "config.yaml"), "w") as f:
+            f.write(cfg.dump())
+    barrier()
 
     from .builders import build_distiller
     from .data import get_dataset
@@ -132,10 +143,13 @@ def run(argv: Optional[List[str]] = None) -> float:
 
         train_loader, val_loader, num_data, num_classes = host_get_dataset(cfg)
     else:
-        train_loader, val_loader, num_data, num_classes = get_dataset(cfg, generator)
+        train_loader, val_loader, num_data, num_classes = get_dataset(
+            cfg, generator, None if host_engine else device, dist_info.rank, dist_info.world_size)
     distiller, _ = build_distiller(cfg, num_classes, num_data)
-    print(f"Extra parameters of {cfg.DISTILLER.TYPE}: {distiller.get_extra_parameters()}")
-    print(f"run directory: {log_path} | engine: {'mdistiller' if host_engine else 'mdistiller_ext'} | device: {device}")
+    if dist_info.is_main:
+        print(f"Extra parameters of {cfg.DISTILLER.TYPE}: {distiller.get_extra_parameters()}")
+        print(f"run directory: {log_path} | engine: {'mdistiller' if host_engine else 'mdistiller_ext'} | device: {device}"
+              + (f" x {dist_info.world_size} processes" if dist_info.enabled else ""))
 
     if host_engine:
         distiller = torch.nn.DataParallel(distiller.cuda())
@@ -144,7 +158,8 @@ def run(argv: Optional[List[str]] = None) -> float:
         return float(trainer.best_acc)
     from .engine.trainer import Trainer
 
-    trainer = Trainer(name, distiller, train_loader, val_loader, cfg, device, force_resume=args.force_resume)
+    trainer = Trainer(name, distiller, train_loader, val_loader, cfg, device, force_resume=args.force_resume,
+                      dist_info=dist_info)
     return trainer.train(resume=args.resume)
 
 

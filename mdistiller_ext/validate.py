@@ -83,6 +83,9 @@ RULES: List[Tuple[str, Tuple[Callable[[Any], bool], str]]] = [
     ("EXT.DEVICE", (lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None, "auto, cpu, cuda or cuda:N")),
     ("EXT.SEED", (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")),
     ("EXT.NONFINITE", _one_of("stop", "skip")),
+    ("EXT.FAST_DATA", _one_of("auto", "on", "off")),
+    ("EXT.AMP", _one_of("auto", "off", "bf16", "fp16")),
+    ("EXT.CHANNELS_LAST", _one_of("auto", "on", "off")),
     ("EXT.TRAIN_SUBSET", (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0 (0: all images)")),
 ]
 

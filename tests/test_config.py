@@ -91,6 +91,7 @@ BAD_VALUES = {
     "AEKT.WARMUP": -5, "AEKT.RATIO_MODE": "ratio", "AEKT.W_MAX": 0.0, "AEKT.RATIO_NORM": "max",
     "AEKT.RATIO_T": -1.0, "AEKT.SERIAL": "both", "AEKT.SERIAL_DECAY": "half", "EXT.ENGINE": "fast",
     "EXT.DEVICE": "gpu", "EXT.SEED": -1, "EXT.NONFINITE": "ignore", "EXT.TRAIN_SUBSET": -10,
+    "EXT.FAST_DATA": "yes", "EXT.AMP": "fp8", "EXT.CHANNELS_LAST": True,
 }
 
 

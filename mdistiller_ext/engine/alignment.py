@@ -4,7 +4,7 @@ g_ce and g_kd are the gradients of loss_ce and loss_kd over all learnable parame
 parameter a loss does not reach counts as zeros). If <g_kd, g_ce> < 0, the component of g_kd
 along g_ce is removed; g_ce is never changed. The sum is written into .grad.
 """
-from typing import Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
@@ -29,10 +29,13 @@ def _grads(loss: torch.Tensor, params: List[torch.Tensor], retain: bool) -> List
     return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
 
 
-def aligned_backward(losses: Dict[str, torch.Tensor], params: List[torch.Tensor]) -> torch.Tensor:
+def aligned_backward(losses: Dict[str, torch.Tensor], params: List[torch.Tensor],
+                     reduce: Optional[Callable[[List[torch.Tensor]], List[torch.Tensor]]] = None) -> torch.Tensor:
     """Two backward passes (loss_ce, loss_kd), projection, and .grad = g_ce + g_kd'.
 
-    Other entries of ``losses`` (if any) are added to g_ce unprojected. Returns the total loss.
+    Other entries of ``losses`` (if any) are added to g_ce unprojected. ``reduce`` (data
+    parallel: an all-reduce mean) is applied to both gradients before the projection, so the
+    projection uses the global gradients. Returns the total loss.
     """
     if "loss_ce" not in losses or "loss_kd" not in losses:
         raise ValueError(f"gradient alignment needs losses named loss_ce and loss_kd, got {sorted(losses)}")
@@ -42,6 +45,9 @@ def aligned_backward(losses: Dict[str, torch.Tensor], params: List[torch.Tensor]
     kd_reaches = kd.requires_grad
     g_ce = _grads(ce, params, retain=kd_reaches)
     g_kd = _grads(kd, params, retain=False) if kd_reaches else [torch.zeros_like(p) for p in params]
+    if reduce is not None:
+        reduce(g_ce)
+        reduce(g_kd)
     for p, g in zip(params, [c + k for c, k in zip(g_ce, project_conflicting(g_kd, g_ce))]):
         p.grad = g
     return (ce + kd).detach()

@@ -6,11 +6,12 @@ student_latest, best, student_best, epoch_N, student_N), and adds what the host 
 seeding, atomic checkpoints with RNG state and the config, no per-step host sync, a non-finite
 guard, and the gradient-alignment step (SOLVER.TRAINER "align").
 """
+import contextlib
 import hashlib
 import os
 import random
 from collections import OrderedDict
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ from ..checkpoint import load_safe, save_atomic
 from ..errors import UserError
 from ..teachers import teacher_folder
 from .alignment import aligned_backward
+from .distributed import SINGLE, DistInfo, all_reduce_mean_, all_reduce_sum, barrier
 
 # config keys that may change between a run and its resume without changing the epochs already run
 RESUME_NEUTRAL_KEYS = ("SOLVER.EPOCHS", "EXT.PROGRESS", "EXT.DEVICE", "EXT.ENGINE", "LOG.WANDB", "DATASET.NUM_WORKERS",
@@ -93,18 +95,68 @@ class NonFiniteError(UserError):
     pass
 
 
+def autocast_dtype(cfg: CfgNode, device: torch.device) -> Optional[torch.dtype]:
+    """EXT.AMP: auto is bf16 on CUDA devices that support it and off elsewhere."""
+    amp = cfg.EXT.AMP
+    if amp == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
+def use_channels_last(cfg: CfgNode, device: torch.device) -> bool:
+    return cfg.EXT.CHANNELS_LAST == "on" or (cfg.EXT.CHANNELS_LAST == "auto" and device.type == "cuda")
+
+
+def forward_backward(model: nn.Module, params: List[nn.Parameter], image: torch.Tensor, target: torch.Tensor,
+                     epoch: int, align: bool, amp: Optional[torch.dtype], scaler=None, reduce=None):
+    """One step's forward and gradients: a plain (or DDP) backward of the summed losses, or the
+    gradient-alignment pair of backward passes (under DDP's no_sync, with ``reduce`` averaging
+    both gradients over processes). Returns (logits, losses, total loss)."""
+    autocast = torch.autocast(image.device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
+    sync_off = model.no_sync() if (align and hasattr(model, "no_sync")) else contextlib.nullcontext()
+    with sync_off:
+        with autocast:
+            logits, losses = model(image=image, target=target, epoch=epoch)
+        if align:
+            scaled = losses if scaler is None else {k: scaler.scale(v) for k, v in losses.items()}
+            total = aligned_backward(scaled, params, reduce=reduce)
+            if scaler is not None:
+                total = total / scaler.get_scale()
+        else:
+            total = sum(v.mean() for v in losses.values())
+            (total if scaler is None else scaler.scale(total)).backward()
+    return logits, losses, total.detach()
+
+
 class Trainer:
     def __init__(self, experiment_name: str, distiller: nn.Module, train_loader, val_loader, cfg: CfgNode,
-                 device: torch.device, force_resume: bool = False) -> None:
+                 device: torch.device, force_resume: bool = False, dist_info: DistInfo = SINGLE) -> None:
         self.cfg = cfg
-        self.distiller = distiller.to(device)
+        self.dist = dist_info
+        self.channels_last = use_channels_last(cfg, device)
+        self.amp = autocast_dtype(cfg, device)
+        if hasattr(distiller, "teacher"):
+            distiller.teacher.requires_grad_(False)  # frozen; DDP then ignores it
+        if dist_info.enabled and cfg.EXT.SYNC_BN:
+            distiller.student = nn.SyncBatchNorm.convert_sync_batchnorm(distiller.student)
+        self.distiller = distiller.to(device, memory_format=torch.channels_last) if self.channels_last else distiller.to(device)
+        if cfg.EXT.COMPILE:
+            # in place, so state_dict keys (and checkpoints) stay those of the plain modules
+            for module in self.distiller.children():
+                module.compile()
+        self.model = self.distiller
+        if dist_info.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.model = DDP(self.distiller, device_ids=[device.index] if device.type == "cuda" else None)
         self.train_loader, self.val_loader = train_loader, val_loader
         self.device = device
         self.force_resume = force_resume
         self.log_path = os.path.join(cfg.LOG.PREFIX, experiment_name)
-        self.params = list(distiller.get_learnable_parameters())
+        self.params = list(self.distiller.get_learnable_parameters())
         self.optimizer = torch.optim.SGD(self.params, lr=cfg.SOLVER.LR, momentum=cfg.SOLVER.MOMENTUM,
                                          weight_decay=cfg.SOLVER.WEIGHT_DECAY)
+        self.scaler = torch.amp.GradScaler(device.type) if self.amp == torch.float16 else None
         self.align = cfg.SOLVER.TRAINER == "align"
         self.best_acc = -1.0
         self.skipped = 0
@@ -112,20 +164,27 @@ class Trainer:
 
     # ----- run -----
     def train(self, resume: bool = False) -> float:
-        os.makedirs(self.log_path, exist_ok=True)
+        main = self.dist.is_main
+        if main:
+            os.makedirs(self.log_path, exist_ok=True)
+        barrier()
         epoch = self._resume() + 1 if resume else 1
-        from tensorboardX import SummaryWriter
+        if main:
+            from tensorboardX import SummaryWriter
 
-        self.writer = SummaryWriter(os.path.join(self.log_path, "train.events"))
+            self.writer = SummaryWriter(os.path.join(self.log_path, "train.events"))
         try:
             while epoch <= self.cfg.SOLVER.EPOCHS:
                 self.train_epoch(epoch)
                 epoch += 1
         finally:
-            self.writer.close()
-        worklog.append(self._path("worklog.txt"), worklog.best_line(self.best_acc))
-        if self.cfg.EXT.EXPORT_TEACHER and self.cfg.DISTILLER.TYPE == "NONE":
-            self._export_teacher()
+            if self.writer is not None:
+                self.writer.close()
+        if main:
+            worklog.append(self._path("worklog.txt"), worklog.best_line(self.best_acc))
+            if self.cfg.EXT.EXPORT_TEACHER and self.cfg.DISTILLER.TYPE == "NONE":
+                self._export_teacher()
+        barrier()
         return self.best_acc
 
     def train_epoch(self, epoch: int) -> None:
@@ -133,6 +192,11 @@ class Trainer:
         seed_everything(seed)
         if getattr(self.train_loader, "generator", None) is not None:
             self.train_loader.generator.manual_seed(seed)
+        if hasattr(self.train_loader, "set_epoch"):
+            self.train_loader.set_epoch(epoch, seed)  # the device-resident loader draws from (seed, epoch)
+        sampler = getattr(self.train_loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)  # DistributedSampler: its seed is EXT.SEED, its epoch this one
         lr = learning_rate(epoch, self.cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -145,6 +209,9 @@ class Trainer:
             values["nonfinite_skipped"] = float(self.skipped)
         improved = values["test_acc"] >= self.best_acc
         self.best_acc = max(self.best_acc, values["test_acc"])
+        if not self.dist.is_main:
+            barrier()
+            return
         # checkpoints first, then the worklog: a crash in between is repaired on resume
         self._save(epoch, improved)
         for k, v in values.items():
@@ -152,6 +219,13 @@ class Trainer:
         self.writer.add_scalar("lr", lr, epoch)
         self.writer.flush()
         worklog.append(self._path("worklog.txt"), worklog.epoch_block(epoch, lr, values))
+        barrier()
+
+    def _prepare(self, batch) -> Tuple[torch.Tensor, torch.Tensor]:
+        image = batch[0].to(self.device, non_blocking=True).float()
+        if self.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        return image, batch[1].to(self.device, non_blocking=True)
 
     def _train_loop(self, epoch: int) -> Tuple[float, float]:
         self.distiller.train()
@@ -160,21 +234,21 @@ class Trainer:
         bad_step = torch.full((), -1, dtype=torch.long, device=dev)
         bad_mask = None
         names: List[str] = []
-        bar = tqdm(total=len(self.train_loader), desc=f"epoch {epoch}", disable=not self.cfg.EXT.PROGRESS,
+        bar = tqdm(total=len(self.train_loader), desc=f"epoch {epoch}", disable=not (self.cfg.EXT.PROGRESS and self.dist.is_main),
                    dynamic_ncols=True, leave=False)
+        reduce = all_reduce_mean_ if self.dist.enabled else None
         for step, batch in enumerate(self.train_loader):
-            image = batch[0].to(dev, non_blocking=True).float()
-            target = batch[1].to(dev, non_blocking=True)
+            image, target = self._prepare(batch)
             self.optimizer.zero_grad(set_to_none=True)
-            logits, losses = self.distiller(image=image, target=target, epoch=epoch)
-            if self.align:
-                total = aligned_backward(losses, self.params)
-            else:
-                total = sum(v.mean() for v in losses.values())
-                total.backward()
+            logits, losses, total = forward_backward(self.model, self.params, image, target, epoch, self.align,
+                                                     self.amp, self.scaler, reduce)
             names = list(losses)
             grads = [p.grad for p in self.params if p.grad is not None]
-            gnorm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])) if grads else torch.zeros((), device=dev)
+            # with fp16 the scaler owns overflowing gradients (it skips those steps itself)
+            if grads and self.scaler is None:
+                gnorm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+            else:
+                gnorm = torch.zeros((), device=dev)
             flags = torch.cat([~torch.isfinite(torch.stack([v.detach().float().mean() for v in losses.values()])),
                                (~torch.isfinite(gnorm))[None]])
             first = (bad_step < 0) & flags.any()
@@ -184,7 +258,11 @@ class Trainer:
                 self.skipped += 1
                 bar.update()
                 continue
-            self.optimizer.step()
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
             n = target.shape[0]
             sums += torch.stack([total.detach().float() * n, _topk_correct(logits.detach(), target, (1,))[0], torch.tensor(float(n), device=dev)])
             bar.update()
@@ -194,7 +272,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{s[0] / max(s[2], 1):.4f}", top1=f"{100 * s[1] / max(s[2], 1):.2f}")
         bar.close()
         self._check_finite(epoch, bad_step, bad_mask, names + ["gradient"])
-        s = sums.tolist()
+        s = all_reduce_sum(sums).tolist()
         return s[0] / max(s[2], 1), 100.0 * s[1] / max(s[2], 1)
 
     def _check_finite(self, epoch: int, bad_step: torch.Tensor, bad_mask, names: List[str]) -> None:
@@ -216,10 +294,11 @@ class Trainer:
         sums: Dict[str, torch.Tensor] = {}
         loss_sum = torch.zeros((), device=self.device)
         n = 0
+        autocast = torch.autocast(self.device.type, dtype=self.amp) if self.amp is not None else contextlib.nullcontext()
         for batch in self.val_loader:
-            image = batch[0].to(self.device, non_blocking=True).float()
-            target = batch[1].to(self.device, non_blocking=True)
-            heads = heads_fn(image) if heads_fn is not None else {"main": self.distiller(image=image)}
+            image, target = self._prepare(batch)
+            with autocast:
+                heads = heads_fn(image) if heads_fn is not None else {"main": self.distiller(image=image)}
             loss_sum += F.cross_entropy(heads["main"].float(), target, reduction="sum")
             for name, logits in heads.items():
                 sums[name] = sums.get(name, 0) + _topk_correct(logits, target)

@@ -1,0 +1,88 @@
+"""A device-resident CIFAR pipeline: the whole split as one uint8 tensor, augmented in batch.
+
+Same semantics as the host's torchvision pipeline (RandomCrop(32, padding=4) with zero padding,
+RandomHorizontalFlip(0.5), ToTensor, Normalize(mean, std)), but with no per-image Python work,
+no worker processes and no host-to-device copy per step. Each epoch's order and augmentation
+draws come from a generator seeded with (seed, epoch); batches are (image, target, index) like
+the host's, or (image, target) for evaluation. Under torch.distributed each rank takes an equal
+shard of the global permutation.
+"""
+from typing import Iterator, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def random_crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, pad: int = 4) -> torch.Tensor:
+    """Crop each image of ``images`` (B, C, H, W) at (top, left) = offsets[b] after zero-padding by
+    ``pad`` on every side, then mirror it where ``flips[b]``. Pure indexing, any dtype."""
+    b, c, h, w = images.shape
+    padded = F.pad(images, (pad, pad, pad, pad))
+    rows = offsets[:, 0, None] + torch.arange(h, device=images.device)   # (B, H)
+    cols = offsets[:, 1, None] + torch.arange(w, device=images.device)   # (B, W)
+    cols = torch.where(flips[:, None], cols.flip(1), cols)
+    batch = torch.arange(b, device=images.device)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
+    return out.permute(0, 3, 1, 2)
+
+
+class DeviceCifarLoader:
+    """Iterates a CIFAR split held on ``device``; a drop-in for the host's DataLoader in the engine."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, mean: Sequence[float],
+                 std: Sequence[float], device: torch.device, train: bool, seed: int = 0,
+                 rank: int = 0, world_size: int = 1, channels_last: bool = False) -> None:
+        self.images = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous().to(device)
+        self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
+        self.batch_size, self.train, self.device = batch_size, train, device
+        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255.0
+        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255.0
+        self.rank, self.world_size = rank, world_size
+        self.channels_last = channels_last
+        self.seed = seed
+        self.epoch = 0
+        self.dataset = self  # the engine and the host read len(loader.dataset)
+
+    def set_epoch(self, epoch: int, seed: Optional[int] = None) -> None:
+        self.epoch = epoch
+        if seed is not None:
+            self.seed = seed
+
+    def __len__(self) -> int:
+        n = self._count()
+        return -(-n // self._local_batch()) if self.train else -(-n // self.batch_size)
+
+    def _count(self) -> int:
+        n = len(self.labels)
+        return n // self.world_size if self.train else n
+
+    def _local_batch(self) -> int:
+        # SOLVER.BATCH_SIZE is the global batch; each rank takes its share
+        return max(1, self.batch_size // self.world_size)
+
+    def normalize(self, images_u8: torch.Tensor) -> torch.Tensor:
+        x = (images_u8.float() - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def __iter__(self) -> Iterator[Tuple[torch.Tensor, ...]]:
+        n = len(self.labels)
+        if not self.train:
+            for start in range(0, n, self.batch_size):
+                idx = slice(start, start + self.batch_size)
+                yield self.normalize(self.images[idx]), self.labels[idx]
+            return
+        g = torch.Generator(device="cpu")
+        g.manual_seed(self.seed)
+        order = torch.randperm(n, generator=g)
+        per_rank = n // self.world_size
+        order = order[self.rank * per_rank:(self.rank + 1) * per_rank]
+        # all draws for the epoch at once, on the CPU generator, so every device gives the same epoch
+        offsets = torch.randint(0, 9, (per_rank, 2), generator=g)
+        flips = torch.rand(per_rank, generator=g) < 0.5
+        order, offsets, flips = order.to(self.device), offsets.to(self.device), flips.to(self.device)
+        bs = self._local_batch()
+        for start in range(0, per_rank, bs):
+            idx = order[start:start + bs]
+            crops = random_crop_flip(self.images[idx], offsets[start:start + bs], flips[start:start + bs])
+            yield self.normalize(crops), self.labels[idx], idx
