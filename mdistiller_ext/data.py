@@ -255,11 +255,17 @@ def get_dataset(cfg: CfgNode, generator: torch.Generator = None, device: torch.d
     if device is not None and uses_fast_path(cfg):
         from .fastdata import DeviceCifarLoader
 
+        from .engine.trainer import use_channels_last
+
         mean, std = normalization(cfg.DATASET.TYPE)
-        cl = cfg.EXT.CHANNELS_LAST == "on" or (cfg.EXT.CHANNELS_LAST == "auto" and device.type == "cuda")
-        make = lambda ds, bs, is_train: DeviceCifarLoader(ds.images, ds.labels, bs, mean, std, device, is_train,
-                                                          cfg.EXT.SEED, rank, world_size, cl)
-        return make(train, cfg.SOLVER.BATCH_SIZE, True), make(val, cfg.DATASET.TEST.BATCH_SIZE, False), len(train), num_classes
+        cl = use_channels_last(cfg, device)
+
+        def on_device(ds: ArrayDataset, batch: int, is_train: bool) -> DeviceCifarLoader:
+            return DeviceCifarLoader(ds.images, ds.labels, batch, mean, std, device, is_train, cfg.EXT.SEED,
+                                     rank, world_size, cl)
+
+        return (on_device(train, cfg.SOLVER.BATCH_SIZE, True), on_device(val, cfg.DATASET.TEST.BATCH_SIZE, False),
+                len(train), num_classes)
     workers = cfg.DATASET.NUM_WORKERS
     pin = torch.cuda.is_available()
     if world_size > 1:

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from mdistiller_ext import host, losses
+from mdistiller_ext import host
 from mdistiller_ext.analysis import class_similarity, correlation, serialization_matrix
 from mdistiller_ext.distillers import AEKT, DKD
 from mdistiller_ext.heads import SerializationLayer, SerializedStudent

@@ -11,7 +11,7 @@ from PIL import Image
 from mdistiller_ext import aggregate, reference, sweep
 from mdistiller_ext.worklog import best_line, epoch_block
 
-from .conftest import ROOT, run_train, write_cifar10_jpeg_tar
+from .conftest import ROOT, write_cifar10_jpeg_tar
 
 # a worklog exactly as mdistiller writes it (two dashed lines between blocks, no newline at the end)
 HOST_LOG = """-------------------------

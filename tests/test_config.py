@@ -1,11 +1,9 @@
 """Config defaults, every shipped yaml, the generator and every validation rule."""
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
-from yacs.config import CfgNode
 
 from mdistiller_ext import host
 from mdistiller_ext.errors import UserError

@@ -5,7 +5,25 @@ import torch
 import torch.nn as nn
 
 
-class Distiller(nn.Module):
+class _StudentTrainer(nn.Module):
+    """What the host's Distiller and Vanilla share: the student, its parameters, the test path."""
+
+    def get_learnable_parameters(self) -> Iterable[nn.Parameter]:
+        return [p for _, p in self.student.named_parameters()]
+
+    def get_extra_parameters(self) -> int:
+        return 0
+
+    def forward_test(self, image: torch.Tensor) -> torch.Tensor:
+        return self.student(image)[0]
+
+    def forward(self, **kwargs):
+        if self.training:
+            return self.forward_train(**kwargs)
+        return self.forward_test(kwargs["image"])
+
+
+class Distiller(_StudentTrainer):
     def __init__(self, student: nn.Module, teacher: nn.Module) -> None:
         super().__init__()
         self.student = student
@@ -20,45 +38,17 @@ class Distiller(nn.Module):
         self.teacher.eval()
         return self
 
-    def get_learnable_parameters(self) -> Iterable[nn.Parameter]:
-        return [p for _, p in self.student.named_parameters()]
-
-    def get_extra_parameters(self) -> int:
-        return 0
-
     def forward_train(self, **kwargs) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         raise NotImplementedError()
 
-    def forward_test(self, image: torch.Tensor) -> torch.Tensor:
-        return self.student(image)[0]
 
-    def forward(self, **kwargs):
-        if self.training:
-            return self.forward_train(**kwargs)
-        return self.forward_test(kwargs["image"])
-
-
-class Vanilla(nn.Module):
+class Vanilla(_StudentTrainer):
     """Plain supervised training of one network (DISTILLER.TYPE NONE)."""
 
     def __init__(self, student: nn.Module) -> None:
         super().__init__()
         self.student = student
 
-    def get_learnable_parameters(self) -> Iterable[nn.Parameter]:
-        return [p for _, p in self.student.named_parameters()]
-
-    def get_extra_parameters(self) -> int:
-        return 0
-
     def forward_train(self, image: torch.Tensor, target: torch.Tensor, **kwargs):
         logits, _ = self.student(image)
         return logits, {"ce": nn.functional.cross_entropy(logits, target)}
-
-    def forward_test(self, image: torch.Tensor) -> torch.Tensor:
-        return self.student(image)[0]
-
-    def forward(self, **kwargs):
-        if self.training:
-            return self.forward_train(**kwargs)
-        return self.forward_test(kwargs["image"])

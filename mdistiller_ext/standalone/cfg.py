@@ -6,6 +6,13 @@ from the real package. Methods this project adds register their own nodes in ``c
 from yacs.config import CfgNode as CN
 
 
+def _loss(ce: float, feat: float) -> CN:
+    n = CN()
+    n.CE_WEIGHT = ce
+    n.FEAT_WEIGHT = feat
+    return n
+
+
 def host_defaults() -> CN:
     c = CN()
     c.EXPERIMENT = CN()
@@ -51,16 +58,12 @@ def host_defaults() -> CN:
 
     c.AT = CN()
     c.AT.P = 2
-    c.AT.LOSS = CN()
-    c.AT.LOSS.CE_WEIGHT = 1.0
-    c.AT.LOSS.FEAT_WEIGHT = 1000.0
+    c.AT.LOSS = _loss(1.0, 1000.0)
 
     c.RKD = CN()
     c.RKD.DISTANCE_WEIGHT = 25
     c.RKD.ANGLE_WEIGHT = 50
-    c.RKD.LOSS = CN()
-    c.RKD.LOSS.CE_WEIGHT = 1.0
-    c.RKD.LOSS.FEAT_WEIGHT = 1.0
+    c.RKD.LOSS = _loss(1.0, 1.0)
     c.RKD.PDIST = CN()
     c.RKD.PDIST.EPSILON = 1e-12
     c.RKD.PDIST.SQUARED = False
@@ -68,42 +71,28 @@ def host_defaults() -> CN:
     c.FITNET = CN()
     c.FITNET.HINT_LAYER = 2
     c.FITNET.INPUT_SIZE = (32, 32)
-    c.FITNET.LOSS = CN()
-    c.FITNET.LOSS.CE_WEIGHT = 1.0
-    c.FITNET.LOSS.FEAT_WEIGHT = 100.0
+    c.FITNET.LOSS = _loss(1.0, 100.0)
 
     c.KDSVD = CN()
     c.KDSVD.K = 1
-    c.KDSVD.LOSS = CN()
-    c.KDSVD.LOSS.CE_WEIGHT = 1.0
-    c.KDSVD.LOSS.FEAT_WEIGHT = 1.0
+    c.KDSVD.LOSS = _loss(1.0, 1.0)
 
     c.OFD = CN()
-    c.OFD.LOSS = CN()
-    c.OFD.LOSS.CE_WEIGHT = 1.0
-    c.OFD.LOSS.FEAT_WEIGHT = 0.001
+    c.OFD.LOSS = _loss(1.0, 0.001)
     c.OFD.CONNECTOR = CN()
     c.OFD.CONNECTOR.KERNEL_SIZE = 1
 
     c.NST = CN()
-    c.NST.LOSS = CN()
-    c.NST.LOSS.CE_WEIGHT = 1.0
-    c.NST.LOSS.FEAT_WEIGHT = 50.0
+    c.NST.LOSS = _loss(1.0, 50.0)
 
     c.PKT = CN()
-    c.PKT.LOSS = CN()
-    c.PKT.LOSS.CE_WEIGHT = 1.0
-    c.PKT.LOSS.FEAT_WEIGHT = 30000.0
+    c.PKT.LOSS = _loss(1.0, 30000.0)
 
     c.SP = CN()
-    c.SP.LOSS = CN()
-    c.SP.LOSS.CE_WEIGHT = 1.0
-    c.SP.LOSS.FEAT_WEIGHT = 3000.0
+    c.SP.LOSS = _loss(1.0, 3000.0)
 
     c.VID = CN()
-    c.VID.LOSS = CN()
-    c.VID.LOSS.CE_WEIGHT = 1.0
-    c.VID.LOSS.FEAT_WEIGHT = 1.0
+    c.VID.LOSS = _loss(1.0, 1.0)
     c.VID.EPS = 1e-5
     c.VID.INIT_PRED_VAR = 5.0
     c.VID.INPUT_SIZE = (32, 32)
@@ -114,9 +103,7 @@ def host_defaults() -> CN:
     c.CRD.FEAT.DIM = 128
     c.CRD.FEAT.STUDENT_DIM = 256
     c.CRD.FEAT.TEACHER_DIM = 256
-    c.CRD.LOSS = CN()
-    c.CRD.LOSS.CE_WEIGHT = 1.0
-    c.CRD.LOSS.FEAT_WEIGHT = 0.8
+    c.CRD.LOSS = _loss(1.0, 0.8)
     c.CRD.NCE = CN()
     c.CRD.NCE.K = 16384
     c.CRD.NCE.MOMENTUM = 0.5

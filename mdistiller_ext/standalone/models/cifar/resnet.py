@@ -10,32 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-
-def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
-
-
-class BasicBlock(nn.Module):
-    expansion = 1
-
-    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1 = _conv3x3(cin, cout, stride)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = _conv3x3(cout, cout)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.downsample = None
-        if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout)
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        identity = x if self.downsample is None else self.downsample(x)
-        # the pre-activation sum is what feature distillers read as "preact"
-        return out + identity
+from ..blocks import BasicBlock, pooled, run_stages
 
 
 class CifarResNet(nn.Module):
@@ -55,9 +30,7 @@ class CifarResNet(nn.Module):
 
     @staticmethod
     def _stage(cin: int, cout: int, blocks: int, stride: int) -> nn.Sequential:
-        layers = [BasicBlock(cin, cout, stride)]
-        layers += [BasicBlock(cout, cout) for _ in range(blocks - 1)]
-        return nn.Sequential(*layers)
+        return nn.Sequential(*[BasicBlock(cin if i == 0 else cout, cout, stride if i == 0 else 1) for i in range(blocks)])
 
     def get_stage_channels(self) -> List[int]:
         return list(self.widths)
@@ -65,15 +38,8 @@ class CifarResNet(nn.Module):
     def forward(self, x: torch.Tensor):
         f0 = F.relu(self.bn1(self.conv1(x)))
         feats, preacts = [f0], [f0]
-        out = f0
-        for stage in (self.layer1, self.layer2, self.layer3):
-            pre = stage(out)
-            out = F.relu(pre)
-            preacts.append(pre)
-            feats.append(out)
-        pooled = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
-        logits = self.fc(pooled)
-        return logits, {"feats": feats, "preact_feats": preacts, "pooled_feat": pooled}
+        p = pooled(run_stages(f0, (self.layer1, self.layer2, self.layer3), feats, preacts))
+        return self.fc(p), {"feats": feats, "preact_feats": preacts, "pooled_feat": p}
 
 
 def _init_conv_bn(model: nn.Module) -> None:

@@ -5,6 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..blocks import pooled, run_stages
 from .resnet import _init_conv_bn
 
 
@@ -57,13 +58,8 @@ class ShuffleNetV1(nn.Module):
     def forward(self, x: torch.Tensor):
         out = F.relu(self.bn1(self.conv1(x)))
         feats, preacts = [out], [out]
-        for layer in (self.layer1, self.layer2, self.layer3):
-            pre = layer(out)
-            out = F.relu(pre)
-            preacts.append(pre)
-            feats.append(out)
-        pooled = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
-        return self.linear(pooled), {"feats": feats, "preact_feats": preacts, "pooled_feat": pooled}
+        p = pooled(run_stages(out, (self.layer1, self.layer2, self.layer3), feats, preacts))
+        return self.linear(p), {"feats": feats, "preact_feats": preacts, "pooled_feat": p}
 
 
 class _V2Basic(nn.Module):
@@ -133,10 +129,9 @@ class ShuffleNetV2(nn.Module):
         for layer in (self.layer1, self.layer2, self.layer3):
             out = layer(out)
             feats.append(out)
-        out = F.relu(self.bn2(self.conv2(out)))
-        pooled = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
+        p = pooled(F.relu(self.bn2(self.conv2(out))))
         # V2 units end in a ReLU before the shuffle, so stage outputs are their own preacts
-        return self.linear(pooled), {"feats": feats, "preact_feats": list(feats), "pooled_feat": pooled}
+        return self.linear(p), {"feats": feats, "preact_feats": list(feats), "pooled_feat": p}
 
 
 def ShuffleV1(num_classes: int = 100) -> ShuffleNetV1:
