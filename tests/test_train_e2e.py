@@ -133,6 +133,7 @@ BAD = [
     (["SOLVER.LR", "fast"], "bad override"),
     (["DHKD.T", "-2.0"], "config DHKD.T = -2.0 is invalid: expected a number > 0"),
     (["SOLVER.EPOCHS"], "KEY VALUE pairs"),
+    (["LOG.PREFIX", "bad.yaml/out"], "cannot write the run directory bad.yaml/out/"),
 ]
 
 
@@ -142,7 +143,8 @@ def test_bad_inputs_are_one_line_errors(work, opts, message):
                     {"DISTILLER": {"TEACHER": "resnet8"}, "SOLVER": {"EPOCHS": 1}})
     if opts[-1] == "@100":
         opts = [opts[0], _teacher_100_classes(work)]
-    r = run_train(["--cfg", cfg, *opts, "LOG.PREFIX", "out_bad"], work)
+    prefix = [] if "LOG.PREFIX" in opts else ["LOG.PREFIX", "out_bad"]
+    r = run_train(["--cfg", cfg, *opts, *prefix], work)
     assert r.returncode == 2, r.stdout + r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.stderr, r.stderr

@@ -66,8 +66,18 @@ class Bottleneck(_Residual):
         return self.bn3(self.conv3(out)) + self._identity(x)
 
 
+class Stage(nn.Sequential):
+    """Blocks return pre-activations; a ReLU runs between consecutive blocks (the host's semantics:
+    every block but a stage's last ends in a ReLU), and the stage returns its last pre-activation."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, block in enumerate(self):
+            x = block(F.relu(x) if i else x)
+        return x
+
+
 def make_stages(block, widths: Sequence[int], blocks: Sequence[int], cin: int, first_stride: int,
-                shortcut: str) -> Tuple[List[nn.Sequential], int]:
+                shortcut: str) -> Tuple[List[Stage], int]:
     """Stages of ``block``; every stage but the first starts with stride 2."""
     stages = []
     for i, (planes, n) in enumerate(zip(widths, blocks)):
@@ -76,7 +86,7 @@ def make_stages(block, widths: Sequence[int], blocks: Sequence[int], cin: int, f
             stride = (first_stride if i == 0 else 2) if j == 0 else 1
             layers.append(block(cin, planes, stride, shortcut))
             cin = planes * block.expansion
-        stages.append(nn.Sequential(*layers))
+        stages.append(Stage(*layers))
     return stages, cin
 
 

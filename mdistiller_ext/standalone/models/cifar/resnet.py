@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..blocks import BasicBlock, pooled, run_stages
+from ..blocks import BasicBlock, Stage, pooled, run_stages
 
 
 class CifarResNet(nn.Module):
@@ -29,8 +29,8 @@ class CifarResNet(nn.Module):
         _init_conv_bn(self)
 
     @staticmethod
-    def _stage(cin: int, cout: int, blocks: int, stride: int) -> nn.Sequential:
-        return nn.Sequential(*[BasicBlock(cin if i == 0 else cout, cout, stride if i == 0 else 1) for i in range(blocks)])
+    def _stage(cin: int, cout: int, blocks: int, stride: int) -> Stage:
+        return Stage(*[BasicBlock(cin if i == 0 else cout, cout, stride if i == 0 else 1) for i in range(blocks)])
 
     def get_stage_channels(self) -> List[int]:
         return list(self.widths)

@@ -1,11 +1,11 @@
 """ShuffleNet V1 (groups 3) and V2 (width 1.0) of the host zoo for CIFAR."""
-from typing import List
+from typing import List, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..blocks import pooled, run_stages
+from ..blocks import Stage, pooled, run_stages
 from .resnet import _init_conv_bn
 
 
@@ -49,7 +49,7 @@ class ShuffleNetV1(nn.Module):
         layers = []
         for w, n in zip(widths, blocks):
             units = [_V1Unit(cin if i == 0 else w, w, 2 if i == 0 else 1, groups) for i in range(n)]
-            layers.append(nn.Sequential(*units))
+            layers.append(Stage(*units))
             cin = w
         self.layer1, self.layer2, self.layer3 = layers
         self.linear = nn.Linear(cin, num_classes)
@@ -73,12 +73,16 @@ class _V2Basic(nn.Module):
         self.conv3 = nn.Conv2d(c, c, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(c)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_with_preact(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(output, pre-activation); the host's pre-activation is [kept half, BN output], unshuffled."""
         keep, work = x.chunk(2, dim=1)
         out = F.relu(self.bn1(self.conv1(work)))
         out = self.bn2(self.conv2(out))
-        out = F.relu(self.bn3(self.conv3(out)))
-        return channel_shuffle(torch.cat([keep, out], 1), 2)
+        pre = self.bn3(self.conv3(out))
+        return channel_shuffle(torch.cat([keep, F.relu(pre)], 1), 2), torch.cat([keep, pre], 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_preact(x)[0]
 
 
 class _V2Down(nn.Module):
@@ -125,13 +129,15 @@ class ShuffleNetV2(nn.Module):
 
     def forward(self, x: torch.Tensor):
         out = F.relu(self.bn1(self.conv1(x)))
-        feats = [out]
+        feats, preacts = [out], [out]
         for layer in (self.layer1, self.layer2, self.layer3):
-            out = layer(out)
+            for unit in layer[:-1]:
+                out = unit(out)
+            out, pre = layer[-1].forward_with_preact(out)
             feats.append(out)
+            preacts.append(pre)
         p = pooled(F.relu(self.bn2(self.conv2(out))))
-        # V2 units end in a ReLU before the shuffle, so stage outputs are their own preacts
-        return self.linear(p), {"feats": feats, "preact_feats": list(feats), "pooled_feat": p}
+        return self.linear(p), {"feats": feats, "preact_feats": preacts, "pooled_feat": p}
 
 
 def ShuffleV1(num_classes: int = 100) -> ShuffleNetV1:

@@ -25,6 +25,7 @@ class ImageNetResNet(nn.Module):
 
     def forward(self, x: torch.Tensor):
         f0 = F.relu(self.bn1(self.conv1(x)))
+        # the host's stem "pre-activation" is ReLU'd in place before it is returned: both views are f0
         feats, preacts = [f0], [f0]
         p = pooled(run_stages(F.max_pool2d(f0, 3, 2, 1), (self.layer1, self.layer2, self.layer3, self.layer4), feats, preacts))
         return self.fc(p), {"feats": feats, "preact_feats": preacts, "pooled_feat": p}
