@@ -80,7 +80,7 @@ def execute(specs: Sequence[RunSpec], log_dir: str, echo: Callable[[str], None] 
     """Run what is not finished, one after another; a failing run is reported, not fatal."""
     os.makedirs(log_dir, exist_ok=True)
     report: Dict[str, List] = {"skipped": [], "ran": [], "failed": []}
-    env = dict(os.environ, TQDM_DISABLE="1", PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
     for i, spec in enumerate(specs, 1):
         state = status(spec)
         if state == "finished":

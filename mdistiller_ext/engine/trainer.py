@@ -234,7 +234,9 @@ class Trainer:
         bad_step = torch.full((), -1, dtype=torch.long, device=dev)
         bad_mask = None
         names: List[str] = []
-        bar = tqdm(total=len(self.train_loader), desc=f"epoch {epoch}", disable=not (self.cfg.EXT.PROGRESS and self.dist.is_main),
+        # None lets tqdm switch itself off when stderr is not a terminal (logs of sweeps, nohup)
+        show = self.cfg.EXT.PROGRESS and self.dist.is_main
+        bar = tqdm(total=len(self.train_loader), desc=f"epoch {epoch}", disable=None if show else True,
                    dynamic_ncols=True, leave=False)
         reduce = all_reduce_mean_ if self.dist.enabled else None
         for step, batch in enumerate(self.train_loader):
