@@ -60,7 +60,12 @@ def _target_mask(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def _binary_log_probs(logits: torch.Tensor, mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """log p_target and log(1 - p_target) of softmax(logits), the latter as lse(non-target) - lse(all)."""
+    """log p_target and log(1 - p_target) of softmax(logits), the latter as lse(non-target) - lse(all).
+
+    The row maximum is subtracted first (softmax is shift-invariant; detached, so the gradient is
+    unchanged): differences of logsumexps of large logits would otherwise lose float32 digits.
+    """
+    logits = logits - logits.max(dim=1, keepdim=True).values.detach()
     lse = torch.logsumexp(logits, dim=1)
     log_pt = logits.masked_fill(~mask, 0.0).sum(dim=1) - lse
     log_rest = torch.logsumexp(logits.masked_fill(mask, float("-inf")), dim=1) - lse
