@@ -25,7 +25,6 @@ CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 NUM_CLASSES = {"cifar100": 100, "cifar10": 10, "imagenet": 1000}
-IMAGE_SIZE = {"cifar100": 32, "cifar10": 32, "imagenet": 224}
 JPEG_ARCHIVE = "cifar10-jpeg.tar.gz"  # the JPEG copy of CIFAR-10, found inside EXT.DATA_ROOT
 
 
