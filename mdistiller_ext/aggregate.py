@@ -185,6 +185,8 @@ def _plt():
 def plot_curves(rows: Sequence[Row], path_for_pair) -> List[str]:
     """One PNG per pair: test top-1 per epoch, mean over seeds (band: min to max)."""
     plt = _plt()
+    from matplotlib.ticker import MaxNLocator
+
     written = []
     for (ds, pair) in sorted({(r.dataset, r.pair) for r in rows}):
         fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
@@ -197,6 +199,7 @@ def plot_curves(rows: Sequence[Row], path_for_pair) -> List[str]:
                 ax.fill_between(epochs, [min(c[i] for c in curves) for i in range(len(epochs))],
                                 [max(c[i] for c in curves) for i in range(len(epochs))], alpha=0.2, color=line.get_color())
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("test top-1 (%)")
         ax.set_title(f"{ds} {pair}: test accuracy (mean over seeds, band = min..max)")
         ax.grid(alpha=0.3)
