@@ -91,3 +91,19 @@ def test_imagenet_image_folder(tmp_path):
     train, val, c = build_datasets(cfg_for("imagenet", tmp_path))
     img, target, idx = train[3]
     assert img.shape == (3, 224, 224) and c == 2 and idx == 3 and val[0][0].shape == (3, 224, 224)
+
+
+def test_concurrent_cache_builds_do_not_collide(tmp_path):
+    """Two processes (as two torchrun ranks do) decode and cache the same archive at the same time."""
+    import subprocess
+    import sys
+
+    write_cifar10_jpeg_tar(tmp_path / "cifar10-jpeg.tar.gz", n_train=20, n_test=2)
+    code = (f"from mdistiller_ext.data import load_cifar10; "
+            f"a = load_cifar10({str(tmp_path)!r}, {str(tmp_path / 'cache')!r}, False); print(a['train'][0].shape)")
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e for _, e in outs]
+    assert all("(200, 32, 32, 3)" in o for o, _ in outs)
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
