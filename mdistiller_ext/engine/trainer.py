@@ -103,6 +103,10 @@ def autocast_dtype(cfg: CfgNode, device: torch.device) -> Optional[torch.dtype]:
     return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
+def autocast_context(device_type: str, amp: Optional[torch.dtype]):
+    return torch.autocast(device_type, dtype=amp) if amp is not None else contextlib.nullcontext()
+
+
 def use_channels_last(cfg: CfgNode, device: torch.device) -> bool:
     return cfg.EXT.CHANNELS_LAST == "on" or (cfg.EXT.CHANNELS_LAST == "auto" and device.type == "cuda")
 
@@ -112,7 +116,7 @@ def forward_backward(model: nn.Module, params: List[nn.Parameter], image: torch.
     """One step's forward and gradients: a plain (or DDP) backward of the summed losses, or the
     gradient-alignment pair of backward passes (under DDP's no_sync, with ``reduce`` averaging
     both gradients over processes). Returns (logits, losses, total loss)."""
-    autocast = torch.autocast(image.device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
+    autocast = autocast_context(image.device.type, amp)
     sync_off = model.no_sync() if (align and hasattr(model, "no_sync")) else contextlib.nullcontext()
     with sync_off:
         with autocast:
@@ -230,7 +234,8 @@ class Trainer:
     def _train_loop(self, epoch: int) -> Tuple[float, float]:
         self.distiller.train()
         dev = self.device
-        sums = torch.zeros(3, device=dev)  # loss * n, top-1 hits, n
+        sums = torch.zeros(2, device=dev)  # loss * n, top-1 hits
+        seen = 0
         bad_step = torch.full((), -1, dtype=torch.long, device=dev)
         bad_mask = None
         names: List[str] = []
@@ -254,7 +259,7 @@ class Trainer:
             flags = torch.cat([~torch.isfinite(torch.stack([v.detach().float().mean() for v in losses.values()])),
                                (~torch.isfinite(gnorm))[None]])
             first = (bad_step < 0) & flags.any()
-            bad_step = torch.where(first, torch.tensor(step, device=dev), bad_step)
+            bad_step = torch.where(first, step, bad_step)
             bad_mask = flags if bad_mask is None else torch.where(first, flags, bad_mask)
             if self.cfg.EXT.NONFINITE == "skip" and bool(flags.any()):
                 self.skipped += 1
@@ -266,15 +271,17 @@ class Trainer:
             else:
                 self.optimizer.step()
             n = target.shape[0]
-            sums += torch.stack([total.detach().float() * n, _topk_correct(logits.detach(), target, (1,))[0], torch.tensor(float(n), device=dev)])
+            seen += n
+            sums += torch.stack([total.float() * n, _topk_correct(logits.detach(), target, (1,))[0]])
             bar.update()
             if step % CHECK_EVERY == 0 or step == len(self.train_loader) - 1:
                 self._check_finite(epoch, bad_step, bad_mask, names + ["gradient"])
                 s = sums.tolist()
-                bar.set_postfix(loss=f"{s[0] / max(s[2], 1):.4f}", top1=f"{100 * s[1] / max(s[2], 1):.2f}")
+                bar.set_postfix(loss=f"{s[0] / max(seen, 1):.4f}", top1=f"{100 * s[1] / max(seen, 1):.2f}")
         bar.close()
         self._check_finite(epoch, bad_step, bad_mask, names + ["gradient"])
-        s = all_reduce_sum(sums).tolist()
+        # the sample count joins the device sums only once, for the cross-process reduction
+        s = all_reduce_sum(torch.cat([sums, torch.tensor([float(seen)], device=dev)])).tolist()
         return s[0] / max(s[2], 1), 100.0 * s[1] / max(s[2], 1)
 
     def _check_finite(self, epoch: int, bad_step: torch.Tensor, bad_mask, names: List[str]) -> None:
@@ -296,7 +303,7 @@ class Trainer:
         sums: Dict[str, torch.Tensor] = {}
         loss_sum = torch.zeros((), device=self.device)
         n = 0
-        autocast = torch.autocast(self.device.type, dtype=self.amp) if self.amp is not None else contextlib.nullcontext()
+        autocast = autocast_context(self.device.type, self.amp)
         for batch in self.val_loader:
             image, target = self._prepare(batch)
             with autocast:
