@@ -55,10 +55,19 @@ def load_config(path: str, opts: List[str]) -> CfgNode:
     return cfg
 
 
+def _flat(value: str) -> str:
+    for sep in {os.sep, "/"}:
+        value = value.replace(sep, "_")
+    return value
+
+
 def experiment_name(cfg: CfgNode, opts: List[str]) -> str:
-    """The host's naming: EXPERIMENT.NAME (or TAG) plus ',KEY:VALUE' for each override, under PROJECT."""
+    """The host's naming: EXPERIMENT.NAME (or TAG) plus ',KEY:VALUE' for each override, under PROJECT.
+
+    A path separator in a value (LOG.PREFIX /scratch/runs) becomes '_': the host would nest the run
+    directory inside folders named after the value's pieces."""
     name = cfg.EXPERIMENT.NAME or cfg.EXPERIMENT.TAG
-    name += "".join(f",{k}:{v}" for k, v in zip(opts[::2], opts[1::2]))
+    name += "".join(f",{k}:{_flat(str(v))}" for k, v in zip(opts[::2], opts[1::2]))
     return os.path.join(cfg.EXPERIMENT.PROJECT, name)
 
 

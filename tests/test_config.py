@@ -1,4 +1,5 @@
 """Config defaults, every shipped yaml, the generator and every validation rule."""
+import os
 import subprocess
 import sys
 
@@ -121,3 +122,15 @@ def test_engine_specific_rules():
     cfg.DISTILLER.TYPE = "NONE"
     with pytest.raises(UserError, match="align"):
         validate(cfg, standalone_engine=True)
+
+
+def test_experiment_name_follows_host_and_flattens_paths():
+    from mdistiller_ext.train_cli import experiment_name
+
+    cfg = host.base_cfg()
+    cfg.EXPERIMENT.PROJECT, cfg.EXPERIMENT.TAG = "proj", "tag"
+    assert experiment_name(cfg, ["SOLVER.EPOCHS", "3"]) == os.path.join("proj", "tag,SOLVER.EPOCHS:3")
+    name = experiment_name(cfg, ["LOG.PREFIX", "/tmp/a/b", "EXT.SEED", "1"])
+    assert name == os.path.join("proj", "tag,LOG.PREFIX:_tmp_a_b,EXT.SEED:1")
+    assert os.path.dirname(name) == "proj"  # one level: the value did not nest directories
+
