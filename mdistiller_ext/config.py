@@ -52,8 +52,7 @@ def _ext() -> CN:
     n.PROGRESS = True          # tqdm bars
     n.NONFINITE = "stop"       # stop | skip: what a non-finite loss does
     # speed (issue: the fast path); each piece can be turned off on its own
-    # opt-in until its accuracy parity with the torchvision path is explained (benchmarks/RESULTS.md)
-    n.FAST_DATA = "off"        # auto | on | off: CIFAR held on the device, augmented there in batch (auto: on for CIFAR)
+    n.FAST_DATA = "auto"       # auto | on | off: CIFAR held on the device, augmented there in batch (auto: on for CIFAR)
     n.AMP = "auto"             # auto | off | bf16 | fp16 (auto: bf16 on CUDA GPUs that support it, off on CPU)
     n.CHANNELS_LAST = "auto"   # auto | on | off (auto: on for CUDA)
     n.COMPILE = False          # torch.compile the student (and heads) in place

@@ -146,7 +146,7 @@ def test_plan_status_and_commands(tmp_path):
     specs = sweep.plan("cifar10", ["kd", "dhkd"], ["res20_res8"], [0, 1], ["LOG.PREFIX", str(tmp_path)])
     assert [s.label for s in specs] == ["kd res20_res8 seed 0", "kd res20_res8 seed 1", "dhkd res20_res8 seed 0", "dhkd res20_res8 seed 1"]
     s = specs[0]
-    assert s.run_dir == os.path.join(str(tmp_path), "cifar10_kd", f"kd,resnet20,resnet8,EXT.SEED:0,LOG.PREFIX:{tmp_path}")
+    assert s.run_dir == os.path.join(str(tmp_path), "cifar10_kd", "kd,resnet20,resnet8,EXT.SEED:0,LOG.PREFIX:" + str(tmp_path).replace(os.sep, "_"))
     assert sweep.status(s) == "missing" and "--resume" not in sweep.command(s, "missing")
     os.makedirs(s.run_dir)
     Path(s.run_dir, "worklog.txt").write_text(epoch_block(1, 0.05, {"test_acc": 10.0}))
