@@ -24,12 +24,13 @@ from typing import Iterator, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torchvision.transforms.functional as TF  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from mdistiller_ext import data, train_cli  # noqa: E402
-from mdistiller_ext.fastdata import DeviceCifarLoader, random_crop_flip  # noqa: E402
+from mdistiller_ext.fastdata import DeviceCifarLoader  # noqa: E402
 
 MODES = ("fast", "pil-pixels", "skip2")
 
@@ -47,31 +48,24 @@ class AblationLoader:
     def __len__(self) -> int:
         return len(self.fast)
 
-    def _pil_batch(self, idx: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
-        out = []
-        for i, (top, left), flip in zip(idx.tolist(), offsets.tolist(), flips.tolist()):
-            img = TF.crop(TF.pad(Image.fromarray(self.images_hwc[i]), 4), top, left, 32, 32)
-            out.append(TF.normalize(TF.to_tensor(TF.hflip(img) if flip else img), self.mean, self.std))
-        return torch.stack(out)
+    def _pil_batches(self, order: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor):
+        f = self.fast
+        for s in range(0, len(order), f.batch_size):
+            idx, off, fl = order[s:s + f.batch_size], offsets[s:s + f.batch_size], flips[s:s + f.batch_size]
+            out = []
+            for i, (top, left), flip in zip(idx.tolist(), off.tolist(), fl.tolist()):
+                img = TF.crop(TF.pad(Image.fromarray(self.images_hwc[i]), 4), top, left, 32, 32)
+                out.append(TF.normalize(TF.to_tensor(TF.hflip(img) if flip else img), self.mean, self.std))
+            idx = idx.to(f.device)
+            yield torch.stack(out).to(f.device), f.labels[idx], idx
 
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, ...]]:
-        f = self.fast
-        n, bs = len(f.labels), f.batch_size
         g = torch.Generator()
-        g.manual_seed(f.seed)
+        g.manual_seed(self.fast.seed)
         if self.mode == "skip2":
             torch.empty((), dtype=torch.int64).random_(generator=g)
-        # the same draws, in the same order, as DeviceCifarLoader.__iter__ (single process)
-        order = torch.randperm(n, generator=g)
-        offsets = torch.randint(0, 9, (n, 2), generator=g)
-        flips = torch.rand(n, generator=g) < 0.5
-        for s in range(0, n, bs):
-            idx, off, fl = order[s:s + bs], offsets[s:s + bs], flips[s:s + bs]
-            if self.mode == "pil-pixels":
-                x = self._pil_batch(idx, off, fl).to(f.device)
-            else:
-                x = f.normalize(random_crop_flip(f.images[idx.to(f.device)], off.to(f.device), fl.to(f.device)))
-            yield x, f.labels[idx.to(f.device)], idx
+        draws = self.fast.epoch_draws(g)  # what the fast path's own epoch draws from the same generator
+        yield from self._pil_batches(*draws) if self.mode == "pil-pixels" else self.fast.batches(*draws)
 
 
 def main() -> int:
@@ -84,7 +78,7 @@ def main() -> int:
         if world_size != 1 or not data.uses_fast_path(cfg):
             raise SystemExit("error: the ablation needs one process and the fast path (EXT.FAST_DATA auto or on)")
         train, val, num_data, num_classes = real(cfg, generator, device, rank, world_size)
-        images = data.build_datasets(cfg)[0].images
+        images = np.ascontiguousarray(train.images.permute(0, 2, 3, 1).cpu().numpy())  # HWC uint8, as PIL wants
         mean, std = data.normalization(cfg.DATASET.TYPE)
         return AblationLoader(train, images, mean, std, args.mode), val, num_data, num_classes
 

@@ -74,15 +74,24 @@ class DeviceCifarLoader:
             return
         g = torch.Generator(device="cpu")
         g.manual_seed(self.seed)
-        order = torch.randperm(n, generator=g)
+        yield from self.batches(*self.epoch_draws(g))
+
+    def epoch_draws(self, generator: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """This rank's (order, crop offsets, flips) for one epoch. All are drawn on the CPU
+        generator, so every device gives the same epoch; under torch.distributed each rank takes
+        an equal shard of the one global permutation."""
+        n = len(self.labels)
         per_rank = n // self.world_size
-        order = order[self.rank * per_rank:(self.rank + 1) * per_rank]
-        # all draws for the epoch at once, on the CPU generator, so every device gives the same epoch
-        offsets = torch.randint(0, 9, (per_rank, 2), generator=g)
-        flips = torch.rand(per_rank, generator=g) < 0.5
+        order = torch.randperm(n, generator=generator)[self.rank * per_rank:(self.rank + 1) * per_rank]
+        offsets = torch.randint(0, 9, (per_rank, 2), generator=generator)
+        flips = torch.rand(per_rank, generator=generator) < 0.5
+        return order, offsets, flips
+
+    def batches(self, order: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> Iterator[Tuple[torch.Tensor, ...]]:
+        """(image, target, index) batches of the given order, cropped and flipped as drawn."""
         order, offsets, flips = order.to(self.device), offsets.to(self.device), flips.to(self.device)
         bs = self._local_batch()
-        for start in range(0, per_rank, bs):
+        for start in range(0, len(order), bs):
             idx = order[start:start + bs]
             crops = random_crop_flip(self.images[idx], offsets[start:start + bs], flips[start:start + bs])
             yield self.normalize(crops), self.labels[idx], idx
