@@ -61,7 +61,7 @@ def per_epoch(runs: Sequence[RunResult]) -> Dict[int, Tuple[float, float]]:
     return {e: mean_std([r.epochs[e]["test_acc"] for r in runs]) for e in epochs}
 
 
-def report(results: Dict[str, List[RunResult]], args: argparse.Namespace) -> str:
+def report(results: Dict[str, List[RunResult]]) -> str:
     lines = ["| seed | fast best | fast last | host-style best | host-style last |", "|---|---|---|---|---|"]
     for on, off in zip(results["on"], results["off"]):
         lines.append(f"| {on.seed} | {on.best_top1:.2f} | {on.last_top1:.2f} | {off.best_top1:.2f} | {off.last_top1:.2f} |")
@@ -125,7 +125,7 @@ def main() -> None:
             raise SystemExit(f"error: unfinished runs with EXT.FAST_DATA {fast}: {unfinished}; rerun to resume them")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     text = (header(device, f"{args.method} {args.pair}, CIFAR-10 JPEG, {args.epochs} epochs, "
-                           f"LR x0.1 after epoch {args.decay}, {args.subset}-image subset") + "\n\n" + report(results, args))
+                           f"LR x0.1 after epoch {args.decay}, {args.subset}-image subset") + "\n\n" + report(results))
     plot(results, os.path.join(args.out, "parity.png"))
     with open(os.path.join(args.out, "parity.md"), "w") as f:
         f.write(text + "\n")

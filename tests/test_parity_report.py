@@ -40,9 +40,9 @@ def test_welch_matches_hand_computation(parity):
 
 def test_report_verdicts(parity):
     same = {"on": [run(s, [30, 40 + s]) for s in range(3)], "off": [run(s, [31, 40.5 + s]) for s in range(3)]}
-    text = parity.report(same, None)
+    text = parity.report(same)
     assert "NOT within" not in text and text.count("within seed noise") == 2
     apart = {"on": [run(s, [30, 36 + 0.5 * s]) for s in range(3)], "off": [run(s, [31, 42 + 0.5 * s]) for s in range(3)]}
-    text = parity.report(apart, None)
+    text = parity.report(apart)
     assert "best top-1, fast - host-style: -6.00" in text and "NOT within seed noise" in text
     assert parity.per_epoch(apart["on"]) == {1: (30.0, 0.0), 2: (36.5, 0.5)}
