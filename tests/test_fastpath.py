@@ -7,8 +7,9 @@ from torchvision import transforms
 from torchvision.transforms import functional as TF
 
 from mdistiller_ext import host
-from mdistiller_ext.data import CIFAR100_MEAN, CIFAR100_STD, cifar_transforms
+from mdistiller_ext.data import CIFAR100_MEAN, CIFAR100_STD, cifar_transforms, uses_fast_path
 from mdistiller_ext.distillers import DHKD
+from mdistiller_ext.errors import UserError
 from mdistiller_ext.fastdata import DeviceCifarLoader, random_crop_flip
 from mdistiller_ext.standalone.models import cifar_model_dict
 
@@ -107,3 +108,16 @@ def test_train_transform_is_the_hosts():
     kinds = [type(t) for t in train_t.transforms]
     assert kinds == [transforms.RandomCrop, transforms.RandomHorizontalFlip, transforms.ToTensor, transforms.Normalize]
     assert train_t.transforms[0].padding == 4 and train_t.transforms[0].fill == 0
+
+
+def test_fast_path_is_the_default_for_cifar_only():
+    cfg = host.base_cfg()
+    for kind, expected in (("cifar100", True), ("cifar10", True), ("imagenet", False)):
+        cfg.DATASET.TYPE = kind
+        assert uses_fast_path(cfg) is expected, kind
+    cfg.EXT.FAST_DATA = "off"
+    cfg.DATASET.TYPE = "cifar100"
+    assert uses_fast_path(cfg) is False
+    cfg.EXT.FAST_DATA, cfg.DATASET.TYPE = "on", "imagenet"
+    with pytest.raises(UserError, match="needs cifar10 or cifar100"):
+        uses_fast_path(cfg)
