@@ -57,6 +57,9 @@ def _ext() -> CN:
     n.CHANNELS_LAST = "auto"   # auto | on | off (auto: on for CUDA)
     n.COMPILE = False          # torch.compile the student (and heads) in place
     n.SYNC_BN = False          # DDP: convert BatchNorm to SyncBatchNorm
+    n.THREADS = 0              # CPU threads for torch (0: torch's default, one per core)
+    # every N steps, cosine and norm ratio of the task and distillation gradients (0: off)
+    n.GRAD_PROBE_EVERY = 0
     return n
 
 

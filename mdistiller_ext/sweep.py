@@ -21,10 +21,11 @@ class RunSpec:
     config: str
     overrides: List[str]
     run_dir: str
+    name: str = ""  # the config's TAG where the run comes from an explicit config
 
     @property
     def label(self) -> str:
-        return f"{self.method} {self.pair} seed {self.seed}"
+        return f"{self.name or self.method} {self.pair} seed {self.seed}"
 
 
 def config_path(dataset: str, method: str, pair: str, configs_root: str) -> str:
@@ -51,6 +52,35 @@ def plan(dataset: str, methods: Sequence[str], pairs: Sequence[str], seeds: Sequ
                 cfg = load_config(cfg_file, opts)
                 run_dir = os.path.join(cfg.LOG.PREFIX, experiment_name(cfg, opts))
                 specs.append(RunSpec(dataset, method, pair, seed, cfg_file, opts, run_dir))
+    return specs
+
+
+def plan_configs(entries: Sequence[Dict], overrides: Sequence[str] = ()) -> List[RunSpec]:
+    """Runs from explicit configs: each entry is {config: path, seeds: [..], set: {KEY: VALUE}}.
+
+    Ordered seed by seed (every entry's first seed, then every entry's second, ...), so that an
+    interrupted sweep has the same number of seeds for each config.
+    """
+    from .aggregate import pair_of
+
+    planned = []
+    for i, entry in enumerate(entries):
+        unknown = set(entry) - {"config", "seeds", "set"}
+        if unknown or "config" not in entry:
+            raise UserError(f"sweep run #{i + 1}: needs 'config' (and optional 'seeds', 'set'); unknown keys {sorted(unknown)}")
+        if not os.path.isfile(entry["config"]):
+            raise UserError(f"sweep run #{i + 1}: config file not found: {entry['config']}")
+        extra = [str(x) for kv in (entry.get("set") or {}).items() for x in kv]
+        for rank, seed in enumerate(entry.get("seeds") or [0]):
+            planned.append((rank, i, entry["config"], int(seed), extra))
+    specs = []
+    for _, _, cfg_file, seed, extra in sorted(planned, key=lambda t: (t[0], t[1])):
+        opts = ["EXT.SEED", str(seed), *extra, *overrides]
+        cfg = load_config(cfg_file, opts)
+        ds = cfg.DATASET.TYPE
+        specs.append(RunSpec(ds, cfg.DISTILLER.TYPE.lower(), pair_of(ds, cfg.DISTILLER.TEACHER, cfg.DISTILLER.STUDENT),
+                             seed, cfg_file, opts, os.path.join(cfg.LOG.PREFIX, experiment_name(cfg, opts)),
+                             cfg.EXPERIMENT.NAME or cfg.EXPERIMENT.TAG))
     return specs
 
 
@@ -88,7 +118,7 @@ def execute(specs: Sequence[RunSpec], log_dir: str, echo: Callable[[str], None] 
             report["skipped"].append(spec)
             continue
         echo(f"[{i}/{len(specs)}] {spec.label}: {'resuming' if state == 'partial' else 'running'}")
-        log_file = os.path.join(log_dir, f"{spec.method}_{spec.pair}_seed{spec.seed}.log")
+        log_file = os.path.join(log_dir, f"{(spec.name or spec.method).replace(',', '_')}_{spec.pair}_seed{spec.seed}.log")
         with open(log_file, "w") as f:
             rc = subprocess.run(command(spec, state), stdout=f, stderr=subprocess.STDOUT, env=env).returncode
         if rc == 0:

@@ -117,12 +117,16 @@ def run(argv: Optional[List[str]] = None) -> float:
 
     args = parse_args(argv)
     cfg = load_config(args.cfg, args.opts)
+    if cfg.EXT.THREADS > 0:
+        torch.set_num_threads(cfg.EXT.THREADS)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     device = pick_device(cfg, int(os.environ.get("LOCAL_RANK", "0")))
     host_engine = world == 1 and use_host_engine(cfg, device)
     if world > 1 and cfg.EXT.ENGINE == "host":
         raise UserError("config EXT.ENGINE = 'host' cannot run under torchrun (mdistiller uses DataParallel); use auto or ext")
     validate(cfg, standalone_engine=not host_engine)
+    if world > 1 and cfg.EXT.GRAD_PROBE_EVERY > 0:
+        raise UserError("config EXT.GRAD_PROBE_EVERY runs in a single process; set it to 0 under torchrun")
     dist_info = init_from_env(device.type == "cuda")
     if device.type == "cuda":
         torch.cuda.set_device(device)

@@ -87,6 +87,8 @@ RULES: List[Tuple[str, Tuple[Callable[[Any], bool], str]]] = [
     ("EXT.AMP", _one_of("auto", "off", "bf16", "fp16")),
     ("EXT.CHANNELS_LAST", _one_of("auto", "on", "off")),
     ("EXT.TRAIN_SUBSET", (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0 (0: all images)")),
+    ("EXT.THREADS", (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0 (0: torch's default)")),
+    ("EXT.GRAD_PROBE_EVERY", (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0 (0: off)")),
 ]
 
 
@@ -106,5 +108,8 @@ def validate(cfg: CfgNode, standalone_engine: bool) -> None:
     if standalone_engine and cfg.SOLVER.TRAINER not in ("base", "align"):
         raise UserError(f"config SOLVER.TRAINER = {cfg.SOLVER.TRAINER!r} needs mdistiller's trainers on CUDA; "
                         "this engine runs base or align")
+    if cfg.EXT.GRAD_PROBE_EVERY > 0 and not standalone_engine:
+        raise UserError("config EXT.GRAD_PROBE_EVERY needs this project's engine (EXT.ENGINE ext); "
+                        "mdistiller's trainers do not run the probe")
     if cfg.SOLVER.TRAINER == "align" and cfg.DISTILLER.TYPE == "NONE":
         raise UserError("config SOLVER.TRAINER = 'align' needs a distiller with loss_ce and loss_kd; DISTILLER.TYPE is NONE")

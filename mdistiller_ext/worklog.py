@@ -45,8 +45,12 @@ def parse(text: str) -> Worklog:
     current: Dict[str, float] = {}
     raw: List[str] = []
     epoch = None
+    notes: List[str] = []  # '# ...' lines (the run's provenance) belong to the block after them
     for line in text.splitlines(keepends=True):
         s = line.strip()
+        if s.startswith("#"):
+            notes.append(line)
+            continue
         if s.startswith("best_acc"):
             parts = s.split()
             best = float(parts[1]) if len(parts) > 1 else None
@@ -58,7 +62,7 @@ def parse(text: str) -> Worklog:
                 blocks.append((epoch, "".join(raw)))
                 epoch, current, raw = None, {}, []
             else:
-                raw = [line]
+                raw, notes = notes + [line], []
             continue
         if ":" not in s:
             continue
@@ -80,5 +84,5 @@ def read(path: str) -> Worklog:
 
 
 def keep_epochs(text: str, last_epoch: int) -> str:
-    """The worklog as it was when epoch ``last_epoch`` ended (later blocks and best_acc removed)."""
+    """The worklog as it was when epoch ``last_epoch`` ended (later blocks, their notes and best_acc removed)."""
     return "".join(raw for e, raw in parse(text).blocks if e <= last_epoch)

@@ -2,7 +2,8 @@
 
   python tools/compare.py --dataset cifar10 --methods kd dkd dhkd --pairs res20_res8 --seeds 0 1 \\
       --set SOLVER.EPOCHS 3 EXT.TRAIN_SUBSET 5000 --out docs/example
-  python tools/compare.py --sweep sweep.yaml                 # the same options from a yaml file
+  python tools/compare.py --sweep sweep.yaml                 # the same options from a yaml file, or
+                                                            # explicit configs: runs: [{config, seeds, set}]
   python tools/compare.py ... --dry-run                      # print what would run
   python tools/compare.py --runs output/cifar100_baselines/* --out report   # aggregate existing run dirs
                                                             # (this engine's or mdistiller's)
@@ -22,7 +23,7 @@ import yaml  # noqa: E402
 from mdistiller_ext import aggregate, reference, sweep  # noqa: E402
 from mdistiller_ext.errors import UserError  # noqa: E402
 
-SWEEP_KEYS = {"dataset", "methods", "pairs", "seeds", "set", "out"}
+SWEEP_KEYS = {"dataset", "methods", "pairs", "seeds", "set", "out", "runs"}
 
 
 def parse(argv=None):
@@ -40,6 +41,7 @@ def parse(argv=None):
     ap.add_argument("--no-run", action="store_true", help="only aggregate the planned runs that exist")
     ap.add_argument("--reference", default=reference.DEFAULT_PATH, help="reference-results yaml")
     args = ap.parse_args(argv)
+    args.config_runs = None
     if args.sweep:
         with open(args.sweep) as f:
             spec = yaml.safe_load(f) or {}
@@ -47,13 +49,14 @@ def parse(argv=None):
         if unknown:
             raise UserError(f"{args.sweep}: unknown keys {sorted(unknown)}; allowed: {sorted(SWEEP_KEYS)}")
         overrides = [str(x) for kv in (spec.get("set") or {}).items() for x in kv]
+        args.config_runs = spec.get("runs")
         for key, value in (("dataset", spec.get("dataset")), ("methods", spec.get("methods")), ("pairs", spec.get("pairs")),
                            ("seeds", spec.get("seeds")), ("set", overrides or None), ("out", spec.get("out"))):
             if getattr(args, key) is None and value is not None:
                 setattr(args, key, value)
     args.out = args.out or "comparison"
     args.set = args.set or []
-    if not args.runs and not (args.dataset and args.methods and args.pairs and args.seeds):
+    if not args.runs and not args.config_runs and not (args.dataset and args.methods and args.pairs and args.seeds):
         raise UserError("give --dataset, --methods, --pairs and --seeds (or --sweep FILE), or --runs DIR...")
     if len(args.set) % 2:
         raise UserError(f"--set takes KEY VALUE pairs; got {len(args.set)} words")
@@ -84,7 +87,10 @@ def main(argv=None) -> int:
                 raise UserError(f"no run directories match {' '.join(args.runs)}")
             report([aggregate.read_run(d, args.dataset) for d in dirs], refs, args.out)
             return 0
-        specs = sweep.plan(args.dataset, args.methods, args.pairs, args.seeds, args.set)
+        if args.config_runs:
+            specs = sweep.plan_configs(args.config_runs, args.set)
+        else:
+            specs = sweep.plan(args.dataset, args.methods, args.pairs, args.seeds, args.set)
         if args.dry_run:
             for s in specs:
                 state = sweep.status(s)

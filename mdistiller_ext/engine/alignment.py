@@ -4,7 +4,7 @@ g_ce and g_kd are the gradients of loss_ce and loss_kd over all learnable parame
 parameter a loss does not reach counts as zeros). If <g_kd, g_ce> < 0, the component of g_kd
 along g_ce is removed; g_ce is never changed. The sum is written into .grad.
 """
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -29,6 +29,18 @@ def _grads(loss: torch.Tensor, params: List[torch.Tensor], retain: bool) -> List
     return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
 
 
+def split_losses(losses: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(task loss, distillation loss): ``loss_kd`` is the distillation side, every other entry the task side.
+
+    The one rule that both gradient alignment and the gradient-conflict probe use.
+    """
+    if "loss_kd" not in losses or len(losses) < 2:
+        raise ValueError(f"splitting the gradient needs losses named loss_ce and loss_kd (loss_kd: distillation, "
+                         f"any other: task), got {sorted(losses)}")
+    ce = sum(v.mean() for k, v in losses.items() if k != "loss_kd")
+    return ce, losses["loss_kd"].mean()
+
+
 def aligned_backward(losses: Dict[str, torch.Tensor], params: List[torch.Tensor],
                      reduce: Optional[Callable[[List[torch.Tensor]], List[torch.Tensor]]] = None) -> torch.Tensor:
     """Two backward passes (loss_ce, loss_kd), projection, and .grad = g_ce + g_kd'.
@@ -37,11 +49,8 @@ def aligned_backward(losses: Dict[str, torch.Tensor], params: List[torch.Tensor]
     parallel: an all-reduce mean) is applied to both gradients before the projection, so the
     projection uses the global gradients. Returns the total loss.
     """
-    if "loss_ce" not in losses or "loss_kd" not in losses:
-        raise ValueError(f"gradient alignment needs losses named loss_ce and loss_kd, got {sorted(losses)}")
     params = [p for p in params if p.requires_grad]
-    ce = sum(v.mean() for k, v in losses.items() if k != "loss_kd")
-    kd = losses["loss_kd"].mean()
+    ce, kd = split_losses(losses)
     kd_reaches = kd.requires_grad
     g_ce = _grads(ce, params, retain=kd_reaches)
     g_kd = _grads(kd, params, retain=False) if kd_reaches else [torch.zeros_like(p) for p in params]

@@ -7,11 +7,13 @@ seeding, atomic checkpoints with RNG state and the config, no per-step host sync
 guard, and the gradient-alignment step (SOLVER.TRAINER "align").
 """
 import contextlib
+import functools
 import hashlib
 import os
 import random
+import time
 from collections import OrderedDict
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -20,16 +22,18 @@ import torch.nn.functional as F
 from tqdm import tqdm
 from yacs.config import CfgNode
 
-from .. import worklog
+from .. import host, provenance, worklog
 from ..checkpoint import load_safe, save_atomic
 from ..errors import UserError
 from ..teachers import teacher_folder
 from .alignment import aligned_backward
+from .probe import GradProbe
 from .distributed import SINGLE, DistInfo, all_reduce_mean_, all_reduce_sum, barrier
 
 # config keys that may change between a run and its resume without changing the epochs already run
 RESUME_NEUTRAL_KEYS = ("SOLVER.EPOCHS", "EXT.PROGRESS", "EXT.DEVICE", "EXT.ENGINE", "LOG.WANDB", "DATASET.NUM_WORKERS",
-                       "EXT.DATA_ROOT", "EXT.DATA_CACHE", "EXT.DOWNLOAD", "EXT.CKPT_ROOT", "EXT.TEACHER_CKPT")
+                       "EXT.DATA_ROOT", "EXT.DATA_CACHE", "EXT.DOWNLOAD", "EXT.CKPT_ROOT", "EXT.TEACHER_CKPT",
+                       "EXT.THREADS", "EXT.GRAD_PROBE_EVERY")
 CHECK_EVERY = 50  # steps between progress-bar refreshes and non-finite checks (each one syncs)
 
 
@@ -112,15 +116,19 @@ def use_channels_last(cfg: CfgNode, device: torch.device) -> bool:
 
 
 def forward_backward(model: nn.Module, params: List[nn.Parameter], image: torch.Tensor, target: torch.Tensor,
-                     epoch: int, align: bool, amp: Optional[torch.dtype], scaler=None, reduce=None):
+                     epoch: int, align: bool, amp: Optional[torch.dtype], scaler=None, reduce=None,
+                     probe: Optional[Callable[[Dict[str, torch.Tensor]], None]] = None):
     """One step's forward and gradients: a plain (or DDP) backward of the summed losses, or the
     gradient-alignment pair of backward passes (under DDP's no_sync, with ``reduce`` averaging
-    both gradients over processes). Returns (logits, losses, total loss)."""
+    both gradients over processes). ``probe``, if given, reads the losses before the backward
+    (it must not write gradients). Returns (logits, losses, total loss)."""
     autocast = autocast_context(image.device.type, amp)
     sync_off = model.no_sync() if (align and hasattr(model, "no_sync")) else contextlib.nullcontext()
     with sync_off:
         with autocast:
             logits, losses = model(image=image, target=target, epoch=epoch)
+        if probe is not None:
+            probe(losses)
         if align:
             scaled = losses if scaler is None else {k: scaler.scale(v) for k, v in losses.items()}
             total = aligned_backward(scaled, params, reduce=reduce)
@@ -165,6 +173,16 @@ class Trainer:
         self.best_acc = -1.0
         self.skipped = 0
         self.writer = None
+        every = cfg.EXT.GRAD_PROBE_EVERY
+        self.probe = GradProbe(every, self.distiller.student) if every > 0 else None
+
+    def runtime(self) -> Dict[str, object]:
+        """What this run's ``auto`` settings resolved to (recorded in runtime.json and the worklog)."""
+        fast = hasattr(self.train_loader, "set_epoch")
+        return provenance.describe("mdistiller_ext engine", self.device, self.amp, self.channels_last,
+                                   "device-resident (fast)" if fast else "DataLoader (PIL transforms)",
+                                   "host (mdistiller)" if host.HAS_MDISTILLER else "standalone",
+                                   self.dist.world_size, bool(self.cfg.EXT.COMPILE))
 
     # ----- run -----
     def train(self, resume: bool = False) -> float:
@@ -173,7 +191,11 @@ class Trainer:
             os.makedirs(self.log_path, exist_ok=True)
         barrier()
         epoch = self._resume() + 1 if resume else 1
+        first, wall0, cpu0 = epoch, time.time(), time.process_time()
         if main:
+            info = self.runtime()
+            provenance.record(self.log_path, info, epoch - 1 if resume else None)
+            worklog.append(self._path("worklog.txt"), provenance.worklog_line(info, epoch - 1 if resume else None))
             from tensorboardX import SummaryWriter
 
             self.writer = SummaryWriter(os.path.join(self.log_path, "train.events"))
@@ -184,6 +206,8 @@ class Trainer:
         finally:
             if self.writer is not None:
                 self.writer.close()
+            if main and epoch > first:
+                provenance.record_cost(self.log_path, first, epoch - 1, time.time() - wall0, time.process_time() - cpu0)
         if main:
             worklog.append(self._path("worklog.txt"), worklog.best_line(self.best_acc))
             if self.cfg.EXT.EXPORT_TEACHER and self.cfg.DISTILLER.TYPE == "NONE":
@@ -211,6 +235,9 @@ class Trainer:
         values.update((k, v) for k, v in test.items() if k not in values)
         if self.skipped:
             values["nonfinite_skipped"] = float(self.skipped)
+        probed = self.probe.take_epoch() if self.probe is not None else None
+        if probed is not None:
+            values["grad_cos"], values["grad_norm_ratio"] = probed["mean_cos"], probed["mean_ratio"]
         improved = values["test_acc"] >= self.best_acc
         self.best_acc = max(self.best_acc, values["test_acc"])
         if not self.dist.is_main:
@@ -221,6 +248,8 @@ class Trainer:
         for k, v in values.items():
             self.writer.add_scalar(k, v, epoch)
         self.writer.add_scalar("lr", lr, epoch)
+        if probed is not None:
+            self._log_probe(epoch, probed)
         self.writer.flush()
         worklog.append(self._path("worklog.txt"), worklog.epoch_block(epoch, lr, values))
         barrier()
@@ -247,8 +276,11 @@ class Trainer:
         for step, batch in enumerate(self.train_loader):
             image, target = self._prepare(batch)
             self.optimizer.zero_grad(set_to_none=True)
+            probe = None
+            if self.probe is not None and self.probe.due(step):
+                probe = functools.partial(self.probe.measure, step)
             logits, losses, total = forward_backward(self.model, self.params, image, target, epoch, self.align,
-                                                     self.amp, self.scaler, reduce)
+                                                     self.amp, self.scaler, reduce, probe)
             names = list(losses)
             grads = [p.grad for p in self.params if p.grad is not None]
             # with fp16 the scaler owns overflowing gradients (it skips those steps itself)
@@ -321,6 +353,20 @@ class Trainer:
                 out[f"test_acc_{name}"] = float(s[0]) * 100.0 / max(n, 1)
         return out
 
+    def _log_probe(self, epoch: int, probed: Dict[str, object]) -> None:
+        """Each probe measurement: tensorboard (global step) and grad_probe.csv (epoch, step, cos, ratio)."""
+        steps_per_epoch = len(self.train_loader)
+        path = self._path("grad_probe.csv")
+        new = not os.path.exists(path)
+        with open(path, "a") as f:
+            if new:
+                f.write("epoch,step,global_step,cos,norm_ratio\n")
+            for step, cos, ratio in zip(probed["steps"], probed["cos"], probed["ratio"]):
+                global_step = (epoch - 1) * steps_per_epoch + step
+                self.writer.add_scalar("grad_probe/cos", cos, global_step)
+                self.writer.add_scalar("grad_probe/norm_ratio", ratio, global_step)
+                f.write(f"{epoch},{step},{global_step},{cos:.6f},{ratio:.6f}\n")
+
     # ----- checkpoints -----
     def _path(self, name: str) -> str:
         return os.path.join(self.log_path, name)
@@ -366,6 +412,7 @@ class Trainer:
             set_rng_state(state["rng"])
         epoch = int(state["epoch"])
         self._truncate_worklog(epoch)
+        self._truncate_probe_log(epoch)
         return epoch
 
     def _truncate_worklog(self, epoch: int) -> None:
@@ -381,6 +428,17 @@ class Trainer:
             with open(tmp, "w") as f:
                 f.write(kept)
             os.replace(tmp, path)
+
+    def _truncate_probe_log(self, epoch: int) -> None:
+        path = self._path("grad_probe.csv")
+        if not os.path.exists(path):
+            return
+        with open(path) as f:
+            lines = f.readlines()
+        kept = lines[:1] + [line for line in lines[1:] if int(line.split(",", 1)[0]) <= epoch]
+        with open(path + ".tmp", "w") as f:
+            f.writelines(kept)
+        os.replace(path + ".tmp", path)
 
     def _export_teacher(self) -> None:
         folder = teacher_folder(self.cfg, self.cfg.DISTILLER.STUDENT)

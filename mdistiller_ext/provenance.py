@@ -1,0 +1,118 @@
+"""How a run was computed: route, device, precision, data path, zoo, versions, commit, world size.
+
+Written into the run directory (``runtime.json``) and as ``# runtime:`` lines in the worklog,
+once when a run starts and again, under ``resumed``, whenever it is resumed, so that every
+number in a worklog can be traced to the code path that produced it. The comparison tool reads
+it back to refuse pooling runs that were computed differently.
+"""
+import json
+import os
+import platform
+import subprocess
+from importlib import metadata
+from typing import Dict, Optional
+
+import torch
+
+RUNTIME_FILE = "runtime.json"
+# the fields that can change a number (the comparison keeps runs apart when any of them differs)
+POOL_FIELDS = ("route", "device", "amp", "channels_last", "data_path", "zoo", "torch", "torchvision", "mdistiller",
+               "world_size", "compile")
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def git_commit() -> str:
+    """The project's commit (``+dirty`` with uncommitted changes), or ``unknown`` outside a git checkout."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        sha = subprocess.run(["git", "-C", here, "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        if not sha:
+            return "unknown"
+        dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no", "--", "mdistiller_ext"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.machine()})"
+
+
+def describe(route: str, device: torch.device, amp: Optional[torch.dtype], channels_last: bool, data_path: str,
+             zoo: str, world_size: int = 1, compiled: bool = False) -> Dict[str, object]:
+    """The resolved runtime of one run (what ``auto`` settings became on this machine)."""
+    return {
+        "route": route,
+        "device": device_name(device),
+        "amp": {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp],
+        "channels_last": bool(channels_last),
+        "data_path": data_path,
+        "zoo": zoo,
+        "compile": bool(compiled),
+        "world_size": int(world_size),
+        "cpu_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "torchvision": _version("torchvision"),
+        "mdistiller": _version("mdistiller"),
+        "mdistiller_ext_commit": git_commit(),
+        "python": platform.python_version(),
+    }
+
+
+def worklog_line(info: Dict[str, object], resumed_from: Optional[int] = None) -> str:
+    head = "# runtime" if resumed_from is None else f"# runtime (resumed after epoch {resumed_from})"
+    return head + ": " + " | ".join(f"{k}={v}" for k, v in info.items()) + os.linesep
+
+
+def record(run_dir: str, info: Dict[str, object], resumed_from: Optional[int] = None) -> None:
+    """Write runtime.json (a fresh run) or add a ``resumed`` entry to it (a resumed run)."""
+    path = os.path.join(run_dir, RUNTIME_FILE)
+    data = read(run_dir) if resumed_from is not None else None
+    if data is None:
+        data = dict(info)
+    else:
+        data.setdefault("resumed", []).append(dict(info, after_epoch=resumed_from))
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, path)
+
+
+def record_cost(run_dir: str, first_epoch: int, last_epoch: int, wall_s: float, cpu_s: float) -> None:
+    """Add one training segment's wall-clock and process CPU time (all threads) to runtime.json."""
+    data = read(run_dir) or {}
+    data.setdefault("cost", []).append({"epochs": [first_epoch, last_epoch], "wall_s": round(wall_s, 1),
+                                        "cpu_s": round(cpu_s, 1)})
+    path = os.path.join(run_dir, RUNTIME_FILE)
+    with open(path + ".tmp", "w") as f:
+        json.dump(data, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def read(run_dir: str) -> Optional[Dict[str, object]]:
+    path = os.path.join(run_dir, RUNTIME_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def pool_key(data: Optional[Dict[str, object]]) -> Dict[str, str]:
+    """The number-changing fields of a run (``mixed`` where a resume changed one; ``unknown`` without a record)."""
+    if data is None:
+        return {k: "unknown" for k in POOL_FIELDS}
+    out = {}
+    for k in POOL_FIELDS:
+        values = {str(data.get(k))} | {str(r.get(k)) for r in data.get("resumed", [])}
+        out[k] = values.pop() if len(values) == 1 else "mixed(" + ",".join(sorted(values)) + ")"
+    return out
