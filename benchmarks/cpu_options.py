@@ -17,7 +17,7 @@ from common import alternate, header, median
 
 from mdistiller_ext import host
 from mdistiller_ext.builders import build_model
-from mdistiller_ext.engine.trainer import forward_backward
+from mdistiller_ext.engine.step import forward_backward
 from mdistiller_ext.recipes import CIFAR10_PAIRS, CIFAR100_PAIRS
 
 

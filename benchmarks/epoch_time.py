@@ -20,7 +20,8 @@ from common import alternate, cifar_arrays, header, median, sync
 from mdistiller_ext import host
 from mdistiller_ext.data import CIFAR100_MEAN, CIFAR100_STD, ArrayDataset, cifar_transforms
 from mdistiller_ext.distillers import DHKD
-from mdistiller_ext.engine.trainer import Trainer, use_channels_last
+from mdistiller_ext.engine.step import use_channels_last
+from mdistiller_ext.engine.trainer import Trainer
 from mdistiller_ext.fastdata import DeviceCifarLoader
 from mdistiller_ext.recipes import CIFAR100_PAIRS
 

@@ -21,7 +21,7 @@ from common import alternate, header, median, sync
 
 from mdistiller_ext import host
 from mdistiller_ext.distillers import AEKT, DHKD, DKD, KD
-from mdistiller_ext.engine.trainer import autocast_dtype, forward_backward
+from mdistiller_ext.engine.step import autocast_dtype, forward_backward
 from mdistiller_ext.recipes import CIFAR100_PAIRS
 
 METHODS = {"KD": (KD, False), "DKD": (DKD, False), "DHKD": (DHKD, False), "DHKD+align": (DHKD, True),

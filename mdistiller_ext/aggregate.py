@@ -8,7 +8,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from yacs.config import CfgNode
 
-from . import worklog
+from . import provenance, worklog
+from .config import flat_config
 from .recipes import CIFAR10_PAIRS, CIFAR100_PAIRS, IMAGENET_PAIRS
 from .reference import ReferenceTable
 
@@ -30,6 +31,11 @@ class RunResult:
     best_top5: Optional[float] = None
     last_top1: Optional[float] = None
     last_top5: Optional[float] = None
+    # what makes runs the same experiment: the config without the seed and number-neutral keys,
+    # and the runtime record (route, precision, data path, zoo, versions)
+    config: Optional[Dict[str, object]] = None
+    tag: str = ""
+    runtime: Dict[str, str] = field(default_factory=dict)
 
 
 def pair_of(dataset: str, teacher: str, student: str) -> str:
@@ -39,32 +45,45 @@ def pair_of(dataset: str, teacher: str, student: str) -> str:
     return f"{teacher}->{student}"
 
 
-def _identity(path: str, dataset_hint: Optional[str]) -> Tuple[str, str, str, Optional[int], Optional[int]]:
-    """(dataset, method, pair, seed, expected epochs) from config.yaml, else from the host's naming."""
+def experiment_config(cfg: CfgNode) -> Dict[str, object]:
+    """The flat config that defines the experiment: without the seed and keys that change no number."""
+    skip = set(provenance.NUMBER_NEUTRAL_KEYS) | set(provenance.RESOLVED_KEYS) | {"EXT.SEED"}
+    return {k: v for k, v in flat_config(cfg).items() if k not in skip}
+
+
+def _identity(path: str, dataset_hint: Optional[str]) -> RunResult:
+    """A RunResult's identity from config.yaml (and runtime.json), else from the host's naming."""
     cfg_path = os.path.join(path, "config.yaml")
     name = os.path.basename(os.path.normpath(path))
+    runtime = provenance.pool_key(provenance.read(path))
     if os.path.isfile(cfg_path):
         with open(cfg_path) as f:
             cfg = CfgNode.load_cfg(f)
         ds = cfg.DATASET.TYPE
         seed = cfg.EXT.SEED if "EXT" in cfg else None
-        return ds, cfg.DISTILLER.TYPE.lower(), pair_of(ds, cfg.DISTILLER.TEACHER, cfg.DISTILLER.STUDENT), seed, cfg.SOLVER.EPOCHS
+        experiment = cfg.get("EXPERIMENT") or {}
+        return RunResult(path, ds, cfg.DISTILLER.TYPE.lower(), pair_of(ds, cfg.DISTILLER.TEACHER, cfg.DISTILLER.STUDENT),
+                         seed, "missing", expected_epochs=cfg.SOLVER.EPOCHS, config=experiment_config(cfg),
+                         tag=experiment.get("NAME") or experiment.get("TAG") or "", runtime=runtime)
     # mdistiller's runs: <project>/<method>,<teacher>,<student>[,KEY:VALUE...]
     project = os.path.basename(os.path.dirname(os.path.normpath(path)))
     ds = dataset_hint or project.split("_")[0]
     tokens = SEED_IN_NAME.sub("", name).split(",")
     m = SEED_IN_NAME.search(name)
     pair = f"{tokens[1]}_{tokens[2]}" if len(tokens) >= 3 else name
-    return ds, tokens[0].lower(), pair, int(m.group(1)) if m else None, None
+    # without a config, the run's name (less the seed) is all that says which experiment it is
+    return RunResult(path, ds, tokens[0].lower(), pair, int(m.group(1)) if m else None, "missing",
+                     config={"run name": SEED_IN_NAME.sub("", name)}, tag=SEED_IN_NAME.sub("", name), runtime=runtime)
 
 
 def read_run(path: str, dataset_hint: Optional[str] = None) -> RunResult:
-    ds, method, pair, seed, expected = _identity(path, dataset_hint)
+    r = _identity(path, dataset_hint)
     log_path = os.path.join(path, "worklog.txt")
     if not os.path.isfile(log_path):
-        return RunResult(path, ds, method, pair, seed, "missing", expected_epochs=expected)
+        return r
     log = worklog.read(log_path)
-    r = RunResult(path, ds, method, pair, seed, "incomplete", log.epochs, expected)
+    r.status, r.epochs = "incomplete", log.epochs
+    expected = r.expected_epochs
     if not log.epochs:
         return r
     complete = log.finished and (expected is None or log.last_epoch >= expected) and \
@@ -98,6 +117,12 @@ class Row:
     reference_top5: Optional[float]
     source: str
     runs: List[RunResult]
+    variant: str = ""    # what sets this row apart from the other rows of its method and pair
+    runtime: str = ""    # how its runs were computed
+
+    @property
+    def label(self) -> str:
+        return self.method + (f" [{self.variant}]" if self.variant else "")
 
     @property
     def delta(self) -> Optional[float]:
@@ -107,21 +132,58 @@ class Row:
 METRICS = ("best_top1", "last_top1", "best_top5", "last_top5")
 
 
-def summarize(results: Sequence[RunResult], refs: ReferenceTable) -> List[Row]:
-    groups: Dict[Tuple[str, str, str], List[RunResult]] = {}
+def _frozen(d: Dict) -> Tuple:
+    return tuple(sorted((k, str(v)) for k, v in d.items()))
+
+
+def _variants(groups: List[Tuple[Dict, Dict, str]]) -> List[str]:
+    """For groups of one method and pair: the config keys, runtime fields and TAGs that tell them apart."""
+    if len(groups) < 2:
+        return [""] * len(groups)
+    keys = sorted({k for c, _, _ in groups for k in c})
+    differing = [k for k in keys if len({str(c.get(k, "<absent>")) for c, _, _ in groups}) > 1]
+    fields = sorted({k for _, rt, _ in groups for k in rt})
+    rt_differing = [k for k in fields if len({rt.get(k) for _, rt, _ in groups}) > 1]
+    tags = [t for _, _, t in groups]
+    out = []
+    for config, rt, tag in groups:
+        models = {config.get("DISTILLER.TEACHER"), config.get("DISTILLER.STUDENT")}
+        parts = [",".join(p for p in tag.split(",") if p not in models)] if len(set(tags)) > 1 else []
+        parts += [f"{k}={config.get(k, '<absent>')}" for k in differing]
+        parts += [f"{k}={rt.get(k)}" for k in rt_differing]
+        out.append(", ".join(parts))
+    return out
+
+
+def summarize(results: Sequence[RunResult], refs: ReferenceTable, pool_runtimes: bool = False) -> List[Row]:
+    """One row per experiment: runs pool only when their configs are equal but for EXT.SEED and keys
+    that change no number, and (unless ``pool_runtimes``) they were computed the same way."""
+    groups: Dict[Tuple, List[RunResult]] = {}
     for r in results:
         if r.status == "finished":
-            groups.setdefault((r.dataset, r.pair, r.method), []).append(r)
+            runtime = () if pool_runtimes else _frozen(r.runtime)
+            groups.setdefault((r.dataset, r.pair, r.method, _frozen(r.config or {}), runtime), []).append(r)
+    by_method: Dict[Tuple[str, str, str], List[Tuple]] = {}
+    for key in groups:
+        by_method.setdefault(key[:3], []).append(key)
     rows = []
-    for (ds, pair, method), runs in sorted(groups.items()):
-        stats = {}
-        for m in METRICS:
-            vals = [getattr(r, m) for r in runs if getattr(r, m) is not None]
-            if vals:
-                stats[m] = mean_std(vals)
-        ref = refs.lookup(ds, pair, method)
-        rows.append(Row(ds, pair, method, len(runs), stats, ref.top1 if ref else None,
-                        ref.top5 if ref else None, ref.source if ref else "", runs))
+    for (ds, pair, method), keys in sorted(by_method.items()):
+        keys.sort(key=lambda k: (groups[k][0].tag, k))
+        described = [(groups[k][0].config or {}, {} if pool_runtimes else groups[k][0].runtime, groups[k][0].tag)
+                     for k in keys]
+        for key, variant in zip(keys, _variants(described)):
+            runs = groups[key]
+            stats = {}
+            for m in METRICS:
+                vals = [getattr(r, m) for r in runs if getattr(r, m) is not None]
+                if vals:
+                    stats[m] = mean_std(vals)
+            # published numbers belong to the method's own recipe (its standard TAG), not to an ablation
+            standard = len(keys) == 1 or groups[key][0].tag.split(",")[0] == method
+            ref = refs.lookup(ds, pair, method) if standard else None
+            runtimes = sorted({provenance.summary(r.runtime) for r in runs}) if runs[0].runtime else ["not recorded"]
+            rows.append(Row(ds, pair, method, len(runs), stats, ref.top1 if ref else None,
+                            ref.top5 if ref else None, ref.source if ref else "", runs, variant, "; ".join(runtimes)))
     return rows
 
 
@@ -130,15 +192,15 @@ def _fmt(stat: Optional[Tuple[float, float]]) -> str:
 
 
 HEADER = ["dataset", "pair", "method", "seeds", "best top-1", "last top-1", "best top-5", "last top-5",
-          "published top-1", "source", "delta (best - published)"]
+          "published top-1", "source", "delta (best - published)", "computed by"]
 
 
 def table_rows(rows: Sequence[Row]) -> List[List[str]]:
     out = []
     for r in rows:
-        out.append([r.dataset, r.pair, r.method, str(r.n)] + [_fmt(r.stats.get(m)) for m in METRICS] +
+        out.append([r.dataset, r.pair, r.label, str(r.n)] + [_fmt(r.stats.get(m)) for m in METRICS] +
                    ["n/a" if r.reference is None else f"{r.reference:.2f}", r.source or "-",
-                    "n/a" if r.delta is None else f"{r.delta:+.2f}"])
+                    "n/a" if r.delta is None else f"{r.delta:+.2f}", r.runtime])
     return out
 
 
@@ -194,7 +256,7 @@ def plot_curves(rows: Sequence[Row], path_for_pair) -> List[str]:
             epochs = sorted(set.intersection(*[set(run.epochs) for run in r.runs]))
             curves = [[run.epochs[e]["test_acc"] for e in epochs] for run in r.runs]
             mean = [sum(c[i] for c in curves) / len(curves) for i in range(len(epochs))]
-            line, = ax.plot(epochs, mean, label=f"{r.method} (n={r.n})", marker="o" if len(epochs) < 30 else None)
+            line, = ax.plot(epochs, mean, label=f"{r.label} (n={r.n})", marker="o" if len(epochs) < 30 else None)
             if len(curves) > 1:
                 ax.fill_between(epochs, [min(c[i] for c in curves) for i in range(len(epochs))],
                                 [max(c[i] for c in curves) for i in range(len(epochs))], alpha=0.2, color=line.get_color())
@@ -216,13 +278,13 @@ def plot_bars(rows: Sequence[Row], path: str) -> str:
     """Best-epoch top-1 per pair and method, with standard-deviation error bars and published marks."""
     plt = _plt()
     pairs = sorted({(r.dataset, r.pair) for r in rows})
-    methods = sorted({r.method for r in rows})
+    methods = sorted({r.label for r in rows})
     width = 0.8 / max(len(methods), 1)
     fig, ax = plt.subplots(figsize=(max(6, 2.2 * len(pairs) + 2), 5), dpi=100)
     for j, m in enumerate(methods):
         xs, means, stds, refs = [], [], [], []
         for i, p in enumerate(pairs):
-            r = next((x for x in rows if (x.dataset, x.pair) == p and x.method == m), None)
+            r = next((x for x in rows if (x.dataset, x.pair) == p and x.label == m), None)
             if r is None:
                 continue
             xs.append(i + (j - (len(methods) - 1) / 2) * width)

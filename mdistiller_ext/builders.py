@@ -37,8 +37,9 @@ def build_teacher(cfg: CfgNode, num_classes: int) -> nn.Module:
     return teacher
 
 
-def build_distiller(cfg: CfgNode, num_classes: int, num_data: int) -> Tuple[nn.Module, nn.Module]:
-    """Returns (distiller, student)."""
+def build_distiller(cfg: CfgNode, num_classes: int, num_data: int, load_teacher: bool = True) -> Tuple[nn.Module, nn.Module]:
+    """Returns (distiller, student). ``load_teacher=False`` leaves the teacher's weights as initialised
+    (for loading a whole distiller checkpoint, which holds them)."""
     kind = cfg.DISTILLER.TYPE
     registry = host.distiller_registry()
     if kind != "NONE" and kind not in registry:
@@ -49,7 +50,7 @@ def build_distiller(cfg: CfgNode, num_classes: int, num_data: int) -> Tuple[nn.M
     student = build_model(cfg.DISTILLER.STUDENT, cfg.DATASET.TYPE, num_classes)
     if kind == "NONE":
         return host.Vanilla(student), student
-    teacher = build_teacher(cfg, num_classes)
+    teacher = build_teacher(cfg, num_classes) if load_teacher else build_model(cfg.DISTILLER.TEACHER, cfg.DATASET.TYPE, num_classes)
     if kind == "CRD":
         return registry[kind](student, teacher, cfg, num_data), student
     return registry[kind](student, teacher, cfg), student

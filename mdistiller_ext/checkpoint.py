@@ -1,5 +1,7 @@
 """Checkpoint files: atomic writes and safe (weights-only) reads with one-line errors."""
 import os
+import pickle
+import re
 import tempfile
 from typing import Any, Dict
 
@@ -41,11 +43,24 @@ def load_safe(path: str) -> Dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for bad archives and refused pickles
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot load checkpoint {path}: not a valid weights-only torch file ({reason[:160]})") from None
+        raise UserError(f"cannot load checkpoint {path}: {_load_failure(e)}; use a checkpoint written by "
+                        "tools/train.py or mdistiller") from None
     if not isinstance(obj, dict):
         raise UserError(f"checkpoint {path} holds a {type(obj).__name__}, expected a dict (a state_dict or {{'model': state_dict}})")
     return obj
+
+
+def _load_failure(e: Exception) -> str:
+    """What torch.load refused, in a few words (its own message is a paragraph about PyTorch 2.6)."""
+    text = str(e)
+    refused = re.search(r"GLOBAL ([\w.]+)", text)
+    if refused:
+        return f"it holds {refused.group(1)}, which is code, not weights (refused)"
+    operand = re.search(r"Unsupported operand (\d+)", text)
+    if operand or isinstance(e, pickle.UnpicklingError):
+        return "not a torch checkpoint (unreadable pickle data)"
+    first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+    return f"not a readable torch file, truncated or corrupted ({first[:100]})"
 
 
 def state_dict_of(obj: Dict[str, Any]) -> Dict[str, torch.Tensor]:
@@ -56,7 +71,11 @@ def state_dict_of(obj: Dict[str, Any]) -> Dict[str, torch.Tensor]:
 
 def load_into(model: nn.Module, path: str, what: str) -> None:
     """Load weights into ``model`` strictly, naming the file and the first mismatch on failure."""
-    sd = state_dict_of(load_safe(path))
+    load_state(model, state_dict_of(load_safe(path)), path, what)
+
+
+def load_state(model: nn.Module, sd: Dict[str, torch.Tensor], path: str, what: str) -> None:
+    """``model.load_state_dict(sd)`` strictly; a mismatch is one line naming the file and the first difference."""
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]

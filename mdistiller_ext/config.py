@@ -2,6 +2,8 @@
 
 ``add_nodes(cfg)`` is idempotent and is what registration calls on mdistiller's global CFG.
 """
+from typing import Dict
+
 from yacs.config import CfgNode as CN
 
 
@@ -75,3 +77,13 @@ def add_nodes(cfg: CN) -> CN:
     if was_frozen:
         cfg.freeze()
     return cfg
+
+
+def flat_config(cfg: CN, prefix: str = "") -> Dict[str, object]:
+    out = {}
+    for k, v in cfg.items():
+        if isinstance(v, CN):
+            out.update(flat_config(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return out

@@ -255,7 +255,7 @@ def get_dataset(cfg: CfgNode, generator: torch.Generator = None, device: torch.d
     if device is not None and uses_fast_path(cfg):
         from .fastdata import DeviceCifarLoader
 
-        from .engine.trainer import use_channels_last
+        from .engine.step import use_channels_last
 
         mean, std = normalization(cfg.DATASET.TYPE)
         cl = use_channels_last(cfg, device)

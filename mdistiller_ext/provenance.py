@@ -15,6 +15,13 @@ from typing import Dict, Optional
 import torch
 
 RUNTIME_FILE = "runtime.json"
+# config keys that change no number of a run: labels, paths, logging, progress display, the probe
+NUMBER_NEUTRAL_KEYS = ("EXPERIMENT.NAME", "EXPERIMENT.TAG", "EXPERIMENT.PROJECT", "LOG.PREFIX", "LOG.WANDB",
+                       "LOG.SAVE_CHECKPOINT_FREQ", "LOG.TENSORBOARD_FREQ", "DATASET.NUM_WORKERS", "EXT.PROGRESS",
+                       "EXT.DATA_ROOT", "EXT.DATA_CACHE", "EXT.DOWNLOAD", "EXT.CKPT_ROOT", "EXT.TEACHER_CKPT",
+                       "EXT.THREADS", "EXT.GRAD_PROBE_EVERY", "EXT.EXPORT_TEACHER", "EXT.EXPORT_TEACHER_EPOCH")
+# config keys whose effect the runtime record holds as resolved (EXT.FAST_DATA auto -> the data path used)
+RESOLVED_KEYS = ("EXT.ENGINE", "EXT.DEVICE", "EXT.FAST_DATA", "EXT.AMP", "EXT.CHANNELS_LAST", "EXT.COMPILE")
 # the fields that can change a number (the comparison keeps runs apart when any of them differs)
 POOL_FIELDS = ("route", "device", "amp", "channels_last", "data_path", "zoo", "torch", "torchvision", "mdistiller",
                "world_size", "compile")
@@ -105,6 +112,17 @@ def read(run_dir: str) -> Optional[Dict[str, object]]:
         return None
     with open(path) as f:
         return json.load(f)
+
+
+def summary(key: Dict[str, str]) -> str:
+    """A short, readable form of ``pool_key``'s fields for tables."""
+    if all(v == "unknown" for v in key.values()):
+        return "not recorded"
+    parts = [key["route"], f"{key['zoo']} zoo", key["amp"], key["data_path"], key["device"],
+             "channels-last" if key["channels_last"] == "True" else "", "compiled" if key["compile"] == "True" else "",
+             f"torch {key['torch']}", f"mdistiller {key['mdistiller']}" if key["mdistiller"] != "not installed" else "",
+             f"x{key['world_size']} processes" if key["world_size"] not in ("1", "unknown") else ""]
+    return ", ".join(p for p in parts if p)
 
 
 def pool_key(data: Optional[Dict[str, object]]) -> Dict[str, str]:

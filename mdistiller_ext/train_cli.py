@@ -5,6 +5,7 @@ mdistiller's own trainers (SOLVER.TRAINER); otherwise through this project's eng
 the run directory is LOG.PREFIX/EXPERIMENT.PROJECT/<name>[,KEY:VALUE...].
 """
 import argparse
+import hashlib
 import os
 import sys
 from typing import List, Optional
@@ -55,6 +56,9 @@ def load_config(path: str, opts: List[str]) -> CfgNode:
     return cfg
 
 
+MAX_NAME_BYTES = 200
+
+
 def _flat(value: str) -> str:
     for sep in {os.sep, "/"}:
         value = value.replace(sep, "_")
@@ -65,9 +69,14 @@ def experiment_name(cfg: CfgNode, opts: List[str]) -> str:
     """The host's naming: EXPERIMENT.NAME (or TAG) plus ',KEY:VALUE' for each override, under PROJECT.
 
     A path separator in a value (LOG.PREFIX /scratch/runs) becomes '_': the host would nest the run
-    directory inside folders named after the value's pieces."""
+    directory inside folders named after the value's pieces. A name over MAX_NAME_BYTES keeps its
+    head and ends in '...#' and a digest of the whole name."""
     name = cfg.EXPERIMENT.NAME or cfg.EXPERIMENT.TAG
     name += "".join(f",{k}:{_flat(str(v))}" for k, v in zip(opts[::2], opts[1::2]))
+    if len(name.encode()) > MAX_NAME_BYTES:
+        # file systems refuse names over 255 bytes: keep a readable head and a digest of the whole
+        digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+        name = name.encode()[:MAX_NAME_BYTES - 16].decode(errors="ignore") + f"...#{digest}"
     return os.path.join(cfg.EXPERIMENT.PROJECT, name)
 
 
@@ -160,20 +169,44 @@ def run(argv: Optional[List[str]] = None) -> float:
             cfg, generator, None if host_engine else device, dist_info.rank, dist_info.world_size)
     distiller, _ = build_distiller(cfg, num_classes, num_data)
     if dist_info.is_main:
-        print(f"Extra parameters of {cfg.DISTILLER.TYPE}: {distiller.get_extra_parameters()}")
+        extra = getattr(distiller, "get_extra_parameters", None)
+        if extra is not None and cfg.DISTILLER.TYPE != "NONE":  # the host's Vanilla has no such method
+            print(f"{cfg.DISTILLER.TYPE} adds {extra():,} training-only parameters (not part of the deployed student)")
         print(f"run directory: {log_path} | engine: {'mdistiller' if host_engine else 'mdistiller_ext'} | device: {device}"
               + (f" x {dist_info.world_size} processes" if dist_info.enabled else ""))
 
     if host_engine:
-        distiller = torch.nn.DataParallel(distiller.cuda())
-        trainer = host.host_trainers()[cfg.SOLVER.TRAINER](name, distiller, train_loader, val_loader, cfg)
-        trainer.train(resume=args.resume)
-        return float(trainer.best_acc)
+        return train_with_host(cfg, name, distiller, train_loader, val_loader, args.resume)
     from .engine.trainer import Trainer
 
     trainer = Trainer(name, distiller, train_loader, val_loader, cfg, device, force_resume=args.force_resume,
                       dist_info=dist_info)
     return trainer.train(resume=args.resume)
+
+
+def train_with_host(cfg: CfgNode, name: str, distiller: torch.nn.Module, train_loader, val_loader,
+                    resume: bool) -> float:
+    """mdistiller's own route: its trainer (SOLVER.TRAINER) on the distiller wrapped in DataParallel, as
+    its tools/train.py does; this project adds only the runtime record and wandb's start, as the host's script."""
+    from . import provenance, worklog
+    from .engine.wandb_log import start_wandb
+    from .checkpoint import load_safe
+
+    distiller = torch.nn.DataParallel(distiller.cuda())
+    trainer = host.host_trainers()[cfg.SOLVER.TRAINER](name, distiller, train_loader, val_loader, cfg)
+    latest = os.path.join(trainer.log_path, "latest")
+    resumed_from = int(load_safe(latest).get("epoch", 0)) if resume and os.path.exists(latest) else None
+    info = provenance.describe(f"mdistiller {type(trainer).__name__}", torch.device("cuda", torch.cuda.current_device())
+                               if torch.cuda.is_available() else torch.device("cpu"), None, False,
+                               "DataLoader (PIL transforms)", "host (mdistiller)")
+    provenance.record(trainer.log_path, info, resumed_from)
+    worklog.append(os.path.join(trainer.log_path, "worklog.txt"), provenance.worklog_line(info, resumed_from))
+    if cfg.LOG.WANDB and not start_wandb(cfg, name):
+        cfg.defrost()
+        cfg.LOG.WANDB = False  # as the host's script does when wandb cannot start
+        cfg.freeze()
+    trainer.train(resume=resume)
+    return float(trainer.best_acc)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -16,6 +16,21 @@ SHARED = Path(os.environ.get("MDX_SHARED", ROOT.parent / "shared"))
 CLASSES10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
+def pytest_runtest_setup(item):
+    """Tests marked ``host`` need the real mdistiller; with MDX_REQUIRE_HOST=1 (CI's second run) its
+    absence fails them instead of skipping them, so that no host test can pass unnoticed by skipping."""
+    if item.get_closest_marker("host") is None:
+        return
+    from mdistiller_ext import host
+
+    if host.HAS_MDISTILLER:
+        return
+    why = "mdistiller is not importable (install it from ../shared/vendor, see the README)"
+    if os.environ.get("MDX_REQUIRE_HOST", "") not in ("", "0"):
+        pytest.fail(f"MDX_REQUIRE_HOST is set but {why}")
+    pytest.skip(why)
+
+
 def shared_file(rel: str) -> Path:
     path = SHARED / rel
     if not path.exists():
@@ -83,6 +98,6 @@ def tiny_cifar10(tmp_path_factory) -> Path:
 
 
 def run_train(args, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", MDISTILLER_EXT_STANDALONE="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.run([sys.executable, str(ROOT / "tools" / "train.py"), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)

@@ -1,4 +1,5 @@
 """Comparison tooling: aggregation on hand-written worklogs, skip/resume logic, reference data, outputs."""
+import json
 import os
 import subprocess
 import sys
@@ -177,7 +178,7 @@ def test_compare_end_to_end(tmp_path):
         "dataset": "cifar10", "methods": ["kd", "dhkd"], "pairs": ["res20_res8"], "seeds": [0, 1], "out": "report",
         "set": {"SOLVER.EPOCHS": 1, "SOLVER.BATCH_SIZE": 16, "DATASET.NUM_WORKERS": 0, "EXT.DATA_ROOT": "data",
                 "EXT.DATA_CACHE": "data", "EXT.CKPT_ROOT": "ckpts", "EXT.DOWNLOAD": False, "LOG.PREFIX": "out"}}))
-    env = dict(os.environ, MDISTILLER_EXT_STANDALONE="1")
+    env = dict(os.environ)
     tool = [sys.executable, str(ROOT / "tools/compare.py"), "--sweep", str(sweep_file)]
     dry = subprocess.run(tool + ["--dry-run"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert dry.returncode == 0 and dry.stdout.count("missing") == 4 and not (tmp_path / "out").exists()
@@ -196,3 +197,54 @@ def test_compare_end_to_end(tmp_path):
     # a sweep with a failing run reports it and exits non-zero, after tabulating the rest
     bad = subprocess.run(tool + ["--methods", "kd", "reviewkd"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert bad.returncode == 1 and "failed" in bad.stderr and "requires mdistiller" in bad.stderr
+
+
+def write_run_from_config(root: Path, name: str, config: str, acc: float, opts=(), runtime=None) -> Path:
+    """A finished run directory as tools/train.py leaves it: config.yaml (the merged config), worklog, runtime."""
+    from mdistiller_ext.train_cli import load_config
+
+    opts = list(opts) if "SOLVER.EPOCHS" in opts else ["SOLVER.EPOCHS", "2", *opts]
+    cfg = load_config(str(ROOT / config), opts)
+    n = cfg.SOLVER.EPOCHS
+    d = make_run(root, "p", name, {e: acc - (n - e) for e in range(1, n + 1)})
+    (d / "config.yaml").write_text(cfg.dump())
+    if runtime is not None:
+        (d / "runtime.json").write_text(json.dumps(runtime))
+    return d
+
+
+RUNTIME = {"route": "mdistiller_ext engine", "device": "cpu (x86_64)", "amp": "fp32", "channels_last": False,
+           "data_path": "device-resident (fast)", "zoo": "standalone", "compile": False, "world_size": 1,
+           "torch": "2.14.1", "torchvision": "0.29.1", "mdistiller": "not installed"}
+
+
+def test_ablations_of_one_method_are_not_pooled(tmp_path):
+    abl = "configs/cifar100/dhkd/ablations/res32x4_res8x4"
+    runs = [write_run_from_config(tmp_path, "main", "configs/cifar100/dhkd/res32x4_res8x4.yaml", 77.0),
+            write_run_from_config(tmp_path, "one_head", f"{abl}/ce_bkl_one_head.yaml", 39.5),
+            write_run_from_config(tmp_path, "ce_only", f"{abl}/ce_only.yaml", 73.0)]
+    rows = aggregate.summarize([aggregate.read_run(str(d)) for d in runs], reference.load())
+    assert sorted((r.method, r.n, r.stats["best_top1"][0]) for r in rows) == [
+        ("dhkd", 1, 39.5), ("dhkd", 1, 73.0), ("dhkd", 1, 77.0)]
+    labels = {r.stats["best_top1"][0]: r.label for r in rows}
+    assert "ce_bkl_one_head" in labels[39.5] and "DHKD.HEAD=none" in labels[39.5]
+    assert "ce_only" in labels[73.0] and "DHKD.ALPHA=0.0" in labels[73.0]
+
+
+def test_runs_pool_over_seeds_only(tmp_path):
+    kd = "configs/cifar100/kd/res56_res20.yaml"
+    runs = [write_run_from_config(tmp_path, f"s{s}", kd, 70.0 + s, ["EXT.SEED", str(s), "EXT.PROGRESS", "False"], RUNTIME)
+            for s in (0, 1)]
+    runs.append(write_run_from_config(tmp_path, "longer", kd, 50.0, ["SOLVER.EPOCHS", "3"], RUNTIME))
+    runs.append(write_run_from_config(tmp_path, "pil", kd, 71.5, ["EXT.SEED", "2"],
+                                      dict(RUNTIME, data_path="DataLoader (PIL transforms)")))
+    results = [aggregate.read_run(str(d)) for d in runs]
+    rows = aggregate.summarize(results, reference.load())
+    by_n = sorted((r.n, r.stats["best_top1"][0], r.variant) for r in rows)
+    assert [n for n, _, _ in by_n] == [1, 1, 2]
+    assert by_n[2][1] == pytest.approx(70.5)  # seeds 0 and 1 (EXT.PROGRESS changes no number)
+    assert any("SOLVER.EPOCHS=3" in v for _, _, v in by_n)
+    assert any("data_path=DataLoader (PIL transforms)" in v for _, _, v in by_n)
+    assert all("fp32" in r.runtime for r in rows)
+    pooled = aggregate.summarize(results, reference.load(), pool_runtimes=True)
+    assert sorted(r.n for r in pooled) == [1, 3]

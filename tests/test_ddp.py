@@ -9,7 +9,7 @@ import torch.multiprocessing as mp
 from mdistiller_ext import host
 from mdistiller_ext.distillers import DHKD
 from mdistiller_ext.engine.distributed import all_reduce_mean_
-from mdistiller_ext.engine.trainer import forward_backward
+from mdistiller_ext.engine.step import forward_backward
 from mdistiller_ext.standalone.models import cifar_model_dict
 
 pytestmark = pytest.mark.slow
@@ -85,7 +85,7 @@ def test_torchrun_two_processes_end_to_end(tmp_path):
     cfg["LOG"]["PREFIX"] = "out"
     cfg["EXT"] = {"DATA_ROOT": "data", "DATA_CACHE": "data", "CKPT_ROOT": "ckpts", "PROGRESS": False, "DOWNLOAD": False}
     (tmp_path / "ddp.yaml").write_text(yaml.safe_dump(cfg))
-    env = dict(os.environ, MDISTILLER_EXT_STANDALONE="1", OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                         str(ROOT / "tools/train.py"), "--cfg", "ddp.yaml"], cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=300)

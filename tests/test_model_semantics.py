@@ -5,7 +5,6 @@ of a stage; pre-activation views that keep negative values). Where mdistiller is
 (a session that installed it by hand), every model is also compared output for output with the
 host's own model carrying the same weights.
 """
-import importlib.util
 
 import pytest
 import torch
@@ -50,10 +49,7 @@ def test_preact_views_are_pre_relu(kind, name):
     assert torch.equal(feats["feats"][0], feats["preact_feats"][0])
 
 
-HAS_HOST = importlib.util.find_spec("mdistiller") is not None
-
-
-@pytest.mark.skipif(not HAS_HOST, reason="mdistiller is not installed (it is not on PyPI); install it to compare outputs")
+@pytest.mark.host
 @pytest.mark.parametrize("kind,name", [("cifar", n) for n in cifar_model_dict] + [("imagenet", n) for n in imagenet_model_dict])
 def test_outputs_equal_the_hosts_models(kind, name):
     from mdistiller.models import cifar_model_dict as host_cifar

@@ -50,7 +50,7 @@ def cmd(cfg: str, *extra: str):
     return [sys.executable, str(ROOT / "tools/train.py"), "--cfg", cfg, *extra]
 
 
-ENV = dict(os.environ, MDISTILLER_EXT_STANDALONE="1", PYTHONUNBUFFERED="1")
+ENV = dict(os.environ, PYTHONUNBUFFERED="1")
 
 
 def test_kill_9_mid_epoch_then_resume_is_bitwise_identical(work):

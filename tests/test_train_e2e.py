@@ -168,7 +168,7 @@ def test_aekt_export_writes_matrix_heatmap_and_summary(work):
                      "EXPERIMENT": {"TAG": "export"}, "AEKT": {"WARMUP": 0}})
     assert run_train(["--cfg", cfg], work).returncode == 0
     d = run_dir(work, "cifar10_aekt", "export")
-    env = dict(os.environ, MDISTILLER_EXT_STANDALONE="1")
+    env = dict(os.environ)
     r = subprocess.run([sys.executable, str(ROOT / "tools/export_serialization.py"), str(d)], cwd=work,
                        env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr

@@ -40,6 +40,9 @@ def parse(argv=None):
     ap.add_argument("--dry-run", action="store_true")
     ap.add_argument("--no-run", action="store_true", help="only aggregate the planned runs that exist")
     ap.add_argument("--reference", default=reference.DEFAULT_PATH, help="reference-results yaml")
+    ap.add_argument("--pool-runtimes", action="store_true",
+                    help="pool runs of one config even when they were computed differently (route, precision, data "
+                         "path, zoo, versions); by default such runs are separate rows")
     args = ap.parse_args(argv)
     args.config_runs = None
     if args.sweep:
@@ -63,9 +66,9 @@ def parse(argv=None):
     return args
 
 
-def report(results, refs, out: str) -> None:
+def report(results, refs, out: str, pool_runtimes: bool = False) -> None:
     os.makedirs(out, exist_ok=True)
-    rows = aggregate.summarize(results, refs)
+    rows = aggregate.summarize(results, refs, pool_runtimes)
     others = [r for r in results if r.status != "finished"]
     if not rows:
         raise UserError("no finished runs to compare" + (f"; {len(others)} unfinished" if others else ""))
@@ -85,7 +88,7 @@ def main(argv=None) -> int:
             dirs = sorted({d for pattern in args.runs for d in glob.glob(pattern) if os.path.isdir(d)})
             if not dirs:
                 raise UserError(f"no run directories match {' '.join(args.runs)}")
-            report([aggregate.read_run(d, args.dataset) for d in dirs], refs, args.out)
+            report([aggregate.read_run(d, args.dataset) for d in dirs], refs, args.out, args.pool_runtimes)
             return 0
         if args.config_runs:
             specs = sweep.plan_configs(args.config_runs, args.set)
@@ -102,7 +105,7 @@ def main(argv=None) -> int:
         failed = []
         if not args.no_run:
             failed = sweep.execute(specs, os.path.join(args.out, "logs"))["failed"]
-        report([aggregate.read_run(s.run_dir) for s in specs], refs, args.out)
+        report([aggregate.read_run(s.run_dir) for s in specs], refs, args.out, args.pool_runtimes)
         if failed:
             print(f"{len(failed)} run(s) failed:", file=sys.stderr)
             for spec, rc, last, log in failed:

@@ -1,12 +1,12 @@
 """The gradient-alignment trainer for mdistiller's own engine (registered as trainer "align").
 
 Built on the host's BaseTrainer (passed in by ``host.register``), so logging, checkpoints and
-resume stay the host's; only one training iteration changes: two backward passes and the
-projection of ``alignment.aligned_backward`` instead of one backward of the summed losses.
+resume stay the host's; only one training iteration changes, and it runs this project's step
+function (``step.forward_backward`` with alignment), the same one the standalone engine runs.
 """
 import time
 
-from .alignment import aligned_backward
+from .step import forward_backward
 
 
 def make_align_trainer(base_trainer: type) -> type:
@@ -20,9 +20,8 @@ def make_align_trainer(base_trainer: type) -> type:
             train_meters["data_time"].update(time.time() - start)
             image = image.float().cuda(non_blocking=True)
             target = target.cuda(non_blocking=True)
-            preds, losses = self.distiller(image=image, target=target, epoch=epoch)
             params = list(self.distiller.module.get_learnable_parameters())
-            loss = aligned_backward(losses, params)
+            preds, _, loss = forward_backward(self.distiller, params, image, target, epoch, align=True, amp=None)
             self.optimizer.step()
             train_meters["training_time"].update(time.time() - start)
             n = image.size(0)

@@ -6,34 +6,34 @@ student_latest, best, student_best, epoch_N, student_N), and adds what the host 
 seeding, atomic checkpoints with RNG state and the config, no per-step host sync, a non-finite
 guard, and the gradient-alignment step (SOLVER.TRAINER "align").
 """
-import contextlib
 import functools
 import hashlib
 import os
 import random
 import time
 from collections import OrderedDict
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from tqdm import tqdm
 from yacs.config import CfgNode
 
 from .. import host, provenance, worklog
+from ..config import flat_config
 from ..checkpoint import load_safe, save_atomic
 from ..errors import UserError
 from ..teachers import teacher_folder
-from .alignment import aligned_backward
+from .evaluate import evaluate, topk_correct
+from .step import autocast_dtype, forward_backward, use_channels_last
+from . import wandb_log
 from .probe import GradProbe
 from .distributed import SINGLE, DistInfo, all_reduce_mean_, all_reduce_sum, barrier
 
 # config keys that may change between a run and its resume without changing the epochs already run
-RESUME_NEUTRAL_KEYS = ("SOLVER.EPOCHS", "EXT.PROGRESS", "EXT.DEVICE", "EXT.ENGINE", "LOG.WANDB", "DATASET.NUM_WORKERS",
-                       "EXT.DATA_ROOT", "EXT.DATA_CACHE", "EXT.DOWNLOAD", "EXT.CKPT_ROOT", "EXT.TEACHER_CKPT",
-                       "EXT.THREADS", "EXT.GRAD_PROBE_EVERY")
+# (the runtime record says what a different device or engine resolved to; SOLVER.EPOCHS extends a run)
+RESUME_NEUTRAL_KEYS = provenance.NUMBER_NEUTRAL_KEYS + ("SOLVER.EPOCHS", "EXT.DEVICE", "EXT.ENGINE")
 CHECK_EVERY = 50  # steps between progress-bar refreshes and non-finite checks (each one syncs)
 
 
@@ -73,71 +73,14 @@ def set_rng_state(state: Dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def flat_config(cfg: CfgNode, prefix: str = "") -> Dict[str, object]:
-    out = {}
-    for k, v in cfg.items():
-        if isinstance(v, CfgNode):
-            out.update(flat_config(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
-    return out
-
-
 def config_differences(saved: CfgNode, current: CfgNode) -> List[str]:
     a, b = flat_config(saved), flat_config(current)
     keys = sorted((set(a) | set(b)) - set(RESUME_NEUTRAL_KEYS))
     return [f"{k}: {a.get(k, '<absent>')} -> {b.get(k, '<absent>')}" for k in keys if a.get(k) != b.get(k)]
 
 
-def _topk_correct(logits: torch.Tensor, target: torch.Tensor, ks=(1, 5)) -> torch.Tensor:
-    k = min(max(ks), logits.shape[1])
-    hit = logits.topk(k, dim=1).indices.eq(target[:, None])
-    return torch.stack([hit[:, :min(kk, k)].any(dim=1).sum() for kk in ks]).float()
-
-
 class NonFiniteError(UserError):
     pass
-
-
-def autocast_dtype(cfg: CfgNode, device: torch.device) -> Optional[torch.dtype]:
-    """EXT.AMP: auto is bf16 on CUDA devices that support it and off elsewhere."""
-    amp = cfg.EXT.AMP
-    if amp == "auto":
-        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
-    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-
-
-def autocast_context(device_type: str, amp: Optional[torch.dtype]):
-    return torch.autocast(device_type, dtype=amp) if amp is not None else contextlib.nullcontext()
-
-
-def use_channels_last(cfg: CfgNode, device: torch.device) -> bool:
-    return cfg.EXT.CHANNELS_LAST == "on" or (cfg.EXT.CHANNELS_LAST == "auto" and device.type == "cuda")
-
-
-def forward_backward(model: nn.Module, params: List[nn.Parameter], image: torch.Tensor, target: torch.Tensor,
-                     epoch: int, align: bool, amp: Optional[torch.dtype], scaler=None, reduce=None,
-                     probe: Optional[Callable[[Dict[str, torch.Tensor]], None]] = None):
-    """One step's forward and gradients: a plain (or DDP) backward of the summed losses, or the
-    gradient-alignment pair of backward passes (under DDP's no_sync, with ``reduce`` averaging
-    both gradients over processes). ``probe``, if given, reads the losses before the backward
-    (it must not write gradients). Returns (logits, losses, total loss)."""
-    autocast = autocast_context(image.device.type, amp)
-    sync_off = model.no_sync() if (align and hasattr(model, "no_sync")) else contextlib.nullcontext()
-    with sync_off:
-        with autocast:
-            logits, losses = model(image=image, target=target, epoch=epoch)
-        if probe is not None:
-            probe(losses)
-        if align:
-            scaled = losses if scaler is None else {k: scaler.scale(v) for k, v in losses.items()}
-            total = aligned_backward(scaled, params, reduce=reduce)
-            if scaler is not None:
-                total = total / scaler.get_scale()
-        else:
-            total = sum(v.mean() for v in losses.values())
-            (total if scaler is None else scaler.scale(total)).backward()
-    return logits, losses, total.detach()
 
 
 class Trainer:
@@ -164,7 +107,9 @@ class Trainer:
         self.train_loader, self.val_loader = train_loader, val_loader
         self.device = device
         self.force_resume = force_resume
+        self.experiment_name = experiment_name
         self.log_path = os.path.join(cfg.LOG.PREFIX, experiment_name)
+        self.wandb = False
         self.params = list(self.distiller.get_learnable_parameters())
         self.optimizer = torch.optim.SGD(self.params, lr=cfg.SOLVER.LR, momentum=cfg.SOLVER.MOMENTUM,
                                          weight_decay=cfg.SOLVER.WEIGHT_DECAY)
@@ -196,6 +141,7 @@ class Trainer:
             info = self.runtime()
             provenance.record(self.log_path, info, epoch - 1 if resume else None)
             worklog.append(self._path("worklog.txt"), provenance.worklog_line(info, epoch - 1 if resume else None))
+            self.wandb = bool(self.cfg.LOG.WANDB) and wandb_log.start_wandb(self.cfg, self.experiment_name)
             from tensorboardX import SummaryWriter
 
             self.writer = SummaryWriter(os.path.join(self.log_path, "train.events"))
@@ -206,6 +152,8 @@ class Trainer:
         finally:
             if self.writer is not None:
                 self.writer.close()
+            if self.wandb:
+                wandb_log.finish()
             if main and epoch > first:
                 provenance.record_cost(self.log_path, first, epoch - 1, time.time() - wall0, time.process_time() - cpu0)
         if main:
@@ -248,6 +196,8 @@ class Trainer:
         for k, v in values.items():
             self.writer.add_scalar(k, v, epoch)
         self.writer.add_scalar("lr", lr, epoch)
+        if self.wandb:
+            wandb_log.log_epoch(lr, values, self.best_acc)
         if probed is not None:
             self._log_probe(epoch, probed)
         self.writer.flush()
@@ -304,7 +254,7 @@ class Trainer:
                 self.optimizer.step()
             n = target.shape[0]
             seen += n
-            sums += torch.stack([total.float() * n, _topk_correct(logits.detach(), target, (1,))[0]])
+            sums += torch.stack([total.float() * n, topk_correct(logits.detach(), target, (1,))[0]])
             bar.update()
             if step % CHECK_EVERY == 0 or step == len(self.train_loader) - 1:
                 self._check_finite(epoch, bad_step, bad_mask, names + ["gradient"])
@@ -328,30 +278,8 @@ class Trainer:
         raise NonFiniteError(f"non-finite {'/'.join(culprits)} at epoch {epoch}, step {step}; {kept}; "
                              "lower SOLVER.LR or check the data, or set EXT.NONFINITE skip to drop such batches")
 
-    @torch.no_grad()
     def validate(self) -> Dict[str, float]:
-        self.distiller.eval()
-        heads_fn = getattr(self.distiller, "forward_test_heads", None)
-        sums: Dict[str, torch.Tensor] = {}
-        loss_sum = torch.zeros((), device=self.device)
-        n = 0
-        autocast = autocast_context(self.device.type, self.amp)
-        for batch in self.val_loader:
-            image, target = self._prepare(batch)
-            with autocast:
-                heads = heads_fn(image) if heads_fn is not None else {"main": self.distiller(image=image)}
-            loss_sum += F.cross_entropy(heads["main"].float(), target, reduction="sum")
-            for name, logits in heads.items():
-                sums[name] = sums.get(name, 0) + _topk_correct(logits, target)
-            n += target.shape[0]
-        out = OrderedDict()
-        main = (sums["main"] * 100.0 / max(n, 1)).tolist()
-        out["test_acc"], out["test_acc_top5"] = main
-        out["test_loss"] = float(loss_sum) / max(n, 1)
-        for name, s in sums.items():
-            if name != "main":
-                out[f"test_acc_{name}"] = float(s[0]) * 100.0 / max(n, 1)
-        return out
+        return evaluate(self.distiller, self.val_loader, self._prepare, self.amp)
 
     def _log_probe(self, epoch: int, probed: Dict[str, object]) -> None:
         """Each probe measurement: tensorboard (global step) and grad_probe.csv (epoch, step, cos, ratio)."""

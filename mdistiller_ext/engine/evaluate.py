@@ -1,0 +1,58 @@
+"""Test-split evaluation of every head of a distiller: the engine's validation and tools/eval.py."""
+from collections import OrderedDict
+from typing import Callable, Dict, Iterable, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .step import autocast_context
+
+
+def topk_correct(logits: torch.Tensor, target: torch.Tensor, ks=(1, 5)) -> torch.Tensor:
+    k = min(max(ks), logits.shape[1])
+    hit = logits.topk(k, dim=1).indices.eq(target[:, None])
+    return torch.stack([hit[:, :min(kk, k)].any(dim=1).sum() for kk in ks]).float()
+
+
+def test_heads(distiller: nn.Module) -> Callable[[torch.Tensor], Dict[str, torch.Tensor]]:
+    """The distiller's ``forward_test_heads`` (every head, "main" first) or its deployed output alone."""
+    heads_fn = getattr(distiller, "forward_test_heads", None)
+    return heads_fn if heads_fn is not None else (lambda image: {"main": distiller(image=image)})
+
+
+@torch.no_grad()
+def evaluate(distiller: nn.Module, batches: Iterable, prepare: Callable, amp: Optional[torch.dtype] = None,
+             progress: Optional[Callable[[], None]] = None) -> Dict[str, float]:
+    """test_acc, test_acc_top5, test_loss of the main head and test_acc_<head> (and _top5) of the others.
+
+    Sums stay on the device; the host reads them once at the end.
+    """
+    distiller.eval()
+    heads_fn = test_heads(distiller)
+    sums: Dict[str, torch.Tensor] = {}
+    loss_sum = None
+    n = 0
+    for batch in batches:
+        image, target = prepare(batch)
+        with autocast_context(image.device.type, amp):
+            heads = heads_fn(image)
+        loss = F.cross_entropy(heads["main"].float(), target, reduction="sum")
+        loss_sum = loss if loss_sum is None else loss_sum + loss
+        for name, logits in heads.items():
+            sums[name] = sums.get(name, 0) + topk_correct(logits, target)
+        n += target.shape[0]
+        if progress is not None:
+            progress()
+    out = OrderedDict()
+    if not sums:
+        return out
+    scale = 100.0 / max(n, 1)
+    out["test_acc"], out["test_acc_top5"] = (sums["main"] * scale).tolist()
+    out["test_loss"] = float(loss_sum) / max(n, 1)
+    for name, s in sums.items():
+        if name != "main":
+            top1, top5 = (s * scale).tolist()
+            out[f"test_acc_{name}"] = top1
+            out[f"test_acc_{name}_top5"] = top5
+    return out

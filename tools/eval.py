@@ -1,0 +1,11 @@
+"""Evaluate a checkpoint on a test split: python tools/eval.py -c RUN_DIR/student_best [-m MODEL] [-d DATASET]"""
+import os
+import sys
+
+# run from a clone without installing: the package sits next to tools/
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from mdistiller_ext.eval_cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())
