@@ -24,7 +24,15 @@ def save_atomic(obj: Any, path: str) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 -> what a plain open() would give, as the host's files
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # a full disk shows as either (torch: "unexpected pos ...")
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        kept = f"{path} is unchanged" if os.path.exists(path) else f"{path} was not written"
+        reason = getattr(e, "strerror", None) or str(e).strip().splitlines()[0][:120]
+        raise UserError(f"cannot write checkpoint {path} ({reason}); is the disk full? {kept}; "
+                        "free space, then continue with --resume") from None
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -34,6 +42,12 @@ def save_atomic(obj: Any, path: str) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def load_safe(path: str) -> Dict[str, Any]:

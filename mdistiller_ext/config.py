@@ -2,9 +2,14 @@
 
 ``add_nodes(cfg)`` is idempotent and is what registration calls on mdistiller's global CFG.
 """
-from typing import Dict
+import ast
+import difflib
+import os
+from typing import Any, Dict, List
 
 from yacs.config import CfgNode as CN
+
+from .errors import UserError
 
 
 def _dhkd() -> CN:
@@ -87,3 +92,82 @@ def flat_config(cfg: CN, prefix: str = "") -> Dict[str, object]:
         else:
             out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
     return out
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "True or False"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, (list, tuple)):
+        return "a list, e.g. [150, 180, 210]"
+    return "a string"
+
+
+def _coerce(key: str, value: Any, default: Any, where: str) -> Any:
+    """``value`` in the type of ``default`` (an integer where a number is expected becomes a float);
+    anything else of the wrong type is a one-line error naming the key, the value and the type."""
+    if default is None or isinstance(value, type(default)) and not (isinstance(value, bool) != isinstance(default, bool)):
+        return value
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
+        return type(default)(value)
+    raise UserError(f"{where}{key} = {value!r} has the wrong type: expected {_type_name(default)}")
+
+
+def _unknown(key: str, known: List[str], where: str) -> UserError:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]}?" if close else "; see the README's option tables"
+    return UserError(f"{where}unknown config key {key}{hint}")
+
+
+def _assign(cfg: CN, flat_items: Dict[str, Any], where: str) -> None:
+    known = flat_config(cfg)
+    for key, value in flat_items.items():
+        if key not in known:
+            raise _unknown(key, list(known), where)
+        node = cfg
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = _coerce(key, value, known[key], where)
+
+
+def merge_file(cfg: CN, path: str) -> None:
+    """Merge a yaml config into ``cfg`` (yaml ``T: 2`` is accepted for a float key)."""
+    import yaml
+
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid yaml ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a config is a mapping of sections (EXPERIMENT:, SOLVER:, ...), not a {type(data).__name__}")
+    _assign(cfg, flat_config(CN(data)), f"{path}: ")
+
+
+def _literal(text: str) -> Any:
+    """An override's value as yacs reads it: a Python literal where it is one, else the string itself."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def merge_overrides(cfg: CN, opts: List[str]) -> None:
+    """Merge ``KEY VALUE`` pairs from the command line into ``cfg``."""
+    if len(opts) % 2:
+        raise UserError(f"overrides must come in KEY VALUE pairs; got {len(opts)} words: {' '.join(opts)}")
+    _assign(cfg, {k: _literal(v) for k, v in zip(opts[::2], opts[1::2])}, "override ")
+
+
+def write_config(run_dir: str, cfg: CN) -> None:
+    """<run_dir>/config.yaml, replaced atomically."""
+    tmp = os.path.join(run_dir, "config.yaml.tmp")
+    with open(tmp, "w") as f:
+        f.write(cfg.dump())
+    os.replace(tmp, os.path.join(run_dir, "config.yaml"))

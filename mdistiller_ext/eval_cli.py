@@ -87,10 +87,9 @@ def build(args: argparse.Namespace) -> Tuple[torch.nn.Module, CfgNode, str]:
     if cfg.DISTILLER.TYPE == "NONE" or not whole:
         # a student file: the plain student, or (AEKT kd_then_cls) the distiller's student with its layer
         if cfg.DISTILLER.TYPE != "NONE":
-            distiller, student = build_distiller(cfg, classes, 1, load_teacher=False)
+            student = build_distiller(cfg, classes, 1, load_teacher=False)[0].student
         else:
             student = build_model(cfg.DISTILLER.STUDENT, cfg.DATASET.TYPE, classes)
-            distiller = host.Vanilla(student)
         target, what = student, f"student {cfg.DISTILLER.STUDENT}"
         model = host.Vanilla(student)
     else:

@@ -6,52 +6,85 @@ the run directory is LOG.PREFIX/EXPERIMENT.PROJECT/<name>[,KEY:VALUE...].
 """
 import argparse
 import hashlib
+import re
 import os
 import sys
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 from yacs.config import CfgNode
 
 from . import host
 from .errors import UserError
-from .validate import validate
+
+
+KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")  # a config key, e.g. SOLVER.EPOCHS
+EPILOG = """\
+Flags may come anywhere, before or after the overrides. KEY VALUE overrides set any config key
+(e.g. SOLVER.EPOCHS 10 EXT.SEED 1) and name the run directory:
+LOG.PREFIX/EXPERIMENT.PROJECT/<TAG>,KEY:VALUE,... This project's own keys (defaults):
+"""
+
+
+def _help_epilog() -> str:
+    from .config import NODES
+
+    lines = [EPILOG]
+    for node, make in NODES.items():
+        lines.append("  " + "  ".join(f"{node}.{k}={v!r}" for k, v in make().items()))
+    return "\n".join(lines)
+
+
+def _split_resume(argv: List[str]) -> Tuple[List[str], Optional[str]]:
+    """Takes ``--resume [RUN_DIR]`` out of argv: the word after it is a run directory unless it is a
+    config key (``--resume SOLVER.EPOCHS 300``) or another flag."""
+    out, run_dir, resume = [], None, False
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word == "--resume" or word.startswith("--resume="):
+            resume = True
+            if "=" in word:
+                run_dir = word.split("=", 1)[1]
+            elif i + 1 < len(argv) and not argv[i + 1].startswith("-") and not KEY.match(argv[i + 1]):
+                run_dir = argv[i + 1]
+                i += 1
+        else:
+            out.append(word)
+        i += 1
+    return out + (["--resume"] if resume else []), run_dir
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Train a student (or a teacher) with mdistiller_ext.")
-    p.add_argument("--cfg", required=True, help="yaml config, e.g. configs/cifar100/dhkd/res56_res20.yaml")
-    p.add_argument("--resume", action="store_true", help="continue from <run dir>/latest")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    argv, run_dir = _split_resume(argv)
+    p = argparse.ArgumentParser(description="Train a student (or a teacher) with mdistiller_ext.",
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=_help_epilog() if ("-h" in argv or "--help" in argv) else None)
+    p.add_argument("--cfg", help="yaml config, e.g. configs/cifar100/dhkd/res56_res20.yaml (with --resume RUN_DIR: "
+                                 "defaults to the run's own config.yaml)")
+    p.add_argument("--resume", action="store_true",
+                   help="--resume [RUN_DIR]: continue a run from its latest checkpoint; without RUN_DIR the run is "
+                        "found from --cfg and the overrides")
     p.add_argument("--force-resume", action="store_true", help="resume even if the config differs from the checkpoint's")
     p.add_argument("--overwrite", action="store_true", help="start again in an existing run directory")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides, e.g. SOLVER.EPOCHS 10")
-    return p.parse_args(argv)
-
-
-def _key_error(e: Exception) -> str:
-    text = str(e.args[0]) if e.args else str(e)
-    if text.startswith("Non-existent"):
-        return f"unknown config key {text.split(':', 1)[1].strip()}; check its spelling against the README's option tables"
-    return text
+    p.add_argument("opts", nargs="*", metavar="KEY VALUE", help="overrides, e.g. SOLVER.EPOCHS 10")
+    args = p.parse_intermixed_args(argv)
+    args.run_dir = run_dir
+    if not args.cfg and not run_dir:
+        p.error("--cfg is required (or --resume RUN_DIR)")
+    return args
 
 
 def load_config(path: str, opts: List[str]) -> CfgNode:
+    """The host's CFG with this project's nodes, the yaml file, then the command line's overrides."""
+    from .config import merge_file, merge_overrides
+
     if not os.path.isfile(path):
         raise UserError(f"config file not found: {path}")
-    if len(opts) % 2:
-        raise UserError(f"overrides must come in KEY VALUE pairs; got {len(opts)} words: {' '.join(opts)}")
     cfg = host.base_cfg()
-    try:
-        cfg.merge_from_file(path)
-    except KeyError as e:
-        raise UserError(f"{path}: {_key_error(e)}") from None
-    except Exception as e:  # yaml syntax errors and type mismatches
-        raise UserError(f"{path}: {str(e).splitlines()[0]}") from None
-    try:
-        cfg.merge_from_list(opts)
-    except (KeyError, ValueError, AssertionError) as e:
-        # yacs reports unknown keys as KeyError from files and AssertionError from lists
-        raise UserError(f"bad override: {_key_error(e)}") from None
+    merge_file(cfg, path)
+    merge_overrides(cfg, opts)
     cfg.freeze()
     return cfg
 
@@ -99,33 +132,68 @@ def use_host_engine(cfg: CfgNode, device: torch.device) -> bool:
     return usable
 
 
-def _check_run_dir(log_path: str, resume: bool, overwrite: bool) -> None:
+def _check_run_dir(log_path: str, overwrite: bool) -> None:
+    """A fresh run: refuse to mix with an existing run unless --overwrite; check the folder can be written
+    (without creating it yet, so that a run failing before its first step leaves nothing behind)."""
     from . import worklog
 
-    if resume:
-        return
     log = os.path.join(log_path, "worklog.txt")
     if os.path.exists(log) and not overwrite:
         state = "a finished" if worklog.read(log).finished else "an unfinished"
         raise UserError(f"{log_path} already holds {state} run; pass --resume to continue it, --overwrite to start "
                         "again, or set EXPERIMENT.TAG for a new run")
-    if os.path.exists(log):
+    existing = os.path.abspath(log_path)
+    while not os.path.isdir(existing):
+        if os.path.exists(existing):
+            raise UserError(f"cannot create the run directory {log_path}: {existing} is a file; set LOG.PREFIX to a folder")
+        existing = os.path.dirname(existing)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write the run directory {log_path} ({existing} is not writable); "
+                        "set LOG.PREFIX to a writable folder")
+
+
+def _start_run_dir(log_path: str, cfg: CfgNode) -> None:
+    from .config import write_config
+
+    os.makedirs(log_path, exist_ok=True)
+    log = os.path.join(log_path, "worklog.txt")
+    if os.path.exists(log):  # --overwrite
         os.remove(log)
-    try:
-        os.makedirs(log_path, exist_ok=True)
-        probe = os.path.join(log_path, ".write-test")
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
-    except OSError as e:
-        raise UserError(f"cannot write the run directory {log_path} ({e.strerror}); set LOG.PREFIX to a writable folder") from None
+    write_config(log_path, cfg)
+
+
+def resolve_run(args: argparse.Namespace) -> Tuple[CfgNode, str]:
+    """(config, run name) of this invocation. ``--resume RUN_DIR`` takes the run's own config.yaml (or
+    --cfg) plus the overrides; ``--resume`` alone finds the run from --cfg and the overrides, and, where
+    an override such as SOLVER.EPOCHS only extends the run, from the overrides that named it."""
+    from .engine.trainer import RESUME_NEUTRAL_KEYS
+
+    if args.run_dir:
+        run_dir = os.path.normpath(args.run_dir)
+        saved = os.path.join(run_dir, "config.yaml")
+        if not os.path.isfile(os.path.join(run_dir, "latest")):
+            raise UserError(f"--resume {args.run_dir}: no checkpoint {os.path.join(run_dir, 'latest')}; "
+                            "give a run directory that finished at least one epoch")
+        cfg = load_config(args.cfg or saved, args.opts)
+        return cfg, os.path.abspath(run_dir)  # joined to LOG.PREFIX, an absolute name stays itself
+    cfg = load_config(args.cfg, args.opts)
+    name = experiment_name(cfg, args.opts)
+    if not args.resume or os.path.isdir(os.path.join(cfg.LOG.PREFIX, name)):
+        return cfg, name
+    naming = [x for k, v in zip(args.opts[::2], args.opts[1::2]) if k not in RESUME_NEUTRAL_KEYS for x in (k, v)]
+    original = experiment_name(cfg, naming)
+    if naming != args.opts and os.path.isdir(os.path.join(cfg.LOG.PREFIX, original)):
+        return cfg, original
+    raise UserError(f"--resume: no run directory {os.path.join(cfg.LOG.PREFIX, name)}; start without --resume, "
+                    "or name the run: --resume RUN_DIR")
 
 
 def run(argv: Optional[List[str]] = None) -> float:
     from .engine.distributed import barrier, init_from_env
+    from .validate import validate
 
     args = parse_args(argv)
-    cfg = load_config(args.cfg, args.opts)
+    cfg, name = resolve_run(args)
     if cfg.EXT.THREADS > 0:
         torch.set_num_threads(cfg.EXT.THREADS)
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -139,13 +207,9 @@ def run(argv: Optional[List[str]] = None) -> float:
     dist_info = init_from_env(device.type == "cuda")
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    name = experiment_name(cfg, args.opts)
     log_path = os.path.join(cfg.LOG.PREFIX, name)
-    if dist_info.is_main:
-        _check_run_dir(log_path, args.resume, args.overwrite)
-        with open(os.path.join(log_path, "config.yaml"), "w") as f:
-            f.write(cfg.dump())
-    barrier()
+    if dist_info.is_main and not args.resume:
+        _check_run_dir(log_path, args.overwrite)
 
     from .builders import build_distiller
     from .data import get_dataset
@@ -169,19 +233,40 @@ def run(argv: Optional[List[str]] = None) -> float:
             cfg, generator, None if host_engine else device, dist_info.rank, dist_info.world_size)
     distiller, _ = build_distiller(cfg, num_classes, num_data)
     if dist_info.is_main:
+        if not args.resume:
+            _start_run_dir(log_path, cfg)
         extra = getattr(distiller, "get_extra_parameters", None)
         if extra is not None and cfg.DISTILLER.TYPE != "NONE":  # the host's Vanilla has no such method
             print(f"{cfg.DISTILLER.TYPE} adds {extra():,} training-only parameters (not part of the deployed student)")
         print(f"run directory: {log_path} | engine: {'mdistiller' if host_engine else 'mdistiller_ext'} | device: {device}"
               + (f" x {dist_info.world_size} processes" if dist_info.enabled else ""))
+    barrier()
 
-    if host_engine:
-        return train_with_host(cfg, name, distiller, train_loader, val_loader, args.resume)
-    from .engine.trainer import Trainer
+    try:
+        if host_engine:
+            return train_with_host(cfg, name, distiller, train_loader, val_loader, args.resume)
+        from .engine.trainer import Trainer
 
-    trainer = Trainer(name, distiller, train_loader, val_loader, cfg, device, force_resume=args.force_resume,
-                      dist_info=dist_info)
-    return trainer.train(resume=args.resume)
+        trainer = Trainer(name, distiller, train_loader, val_loader, cfg, device, force_resume=args.force_resume,
+                          dist_info=dist_info)
+        return trainer.train(resume=args.resume)
+    except KeyboardInterrupt:
+        raise Interrupted(_interrupted_message(log_path)) from None
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _interrupted_message(log_path: str) -> str:
+    latest = os.path.join(log_path, "latest")
+    if not os.path.isfile(latest):
+        return (f"interrupted before the first epoch finished: {log_path} holds no checkpoint to resume; "
+                "start again with --overwrite")
+    from .checkpoint import load_safe
+
+    epoch = load_safe(latest).get("epoch", "?")
+    return f"interrupted: epochs 1-{epoch} are saved in {latest}; continue with --resume {log_path}"
 
 
 def train_with_host(cfg: CfgNode, name: str, distiller: torch.nn.Module, train_loader, val_loader,
@@ -215,8 +300,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: the last finished epoch is in <run dir>/latest; continue with --resume", file=sys.stderr)
+    except Interrupted as e:
+        print(f"\n{e}", file=sys.stderr)
         return 130
     print(f"best accuracy: {best:.2f}")
     return 0

@@ -4,6 +4,7 @@ from typing import Any, Callable, List, Tuple
 
 from yacs.config import CfgNode
 
+from . import host
 from .errors import UserError
 from .heads import HEAD_TYPES
 from .losses import RATIO_MODES, RATIO_NORMS
@@ -108,6 +109,9 @@ def validate(cfg: CfgNode, standalone_engine: bool) -> None:
     if standalone_engine and cfg.SOLVER.TRAINER not in ("base", "align"):
         raise UserError(f"config SOLVER.TRAINER = {cfg.SOLVER.TRAINER!r} needs mdistiller's trainers on CUDA; "
                         "this engine runs base or align")
+    if cfg.DISTILLER.TYPE == "CRD" and standalone_engine and host.HAS_MDISTILLER:
+        raise UserError("DISTILLER.TYPE CRD runs only through mdistiller's own trainer on a CUDA device (its contrastive "
+                        "sampler and memory bank are mdistiller's, built on the GPU); run it where CUDA is available")
     if cfg.EXT.GRAD_PROBE_EVERY > 0 and not standalone_engine:
         raise UserError("config EXT.GRAD_PROBE_EVERY needs this project's engine (EXT.ENGINE ext); "
                         "mdistiller's trainers do not run the probe")

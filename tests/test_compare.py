@@ -196,7 +196,13 @@ def test_compare_end_to_end(tmp_path):
     assert len(logs) == 4
     # a sweep with a failing run reports it and exits non-zero, after tabulating the rest
     bad = subprocess.run(tool + ["--methods", "kd", "reviewkd"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert bad.returncode == 1 and "failed" in bad.stderr and "requires mdistiller" in bad.stderr
+    from mdistiller_ext.host import HAS_MDISTILLER
+
+    if HAS_MDISTILLER:  # mdistiller's ReviewKD runs on this engine, on the CPU too
+        assert bad.returncode == 0, bad.stderr
+        assert "| cifar10 | res20_res8 | reviewkd | 2 |" in (tmp_path / "report/comparison.md").read_text()
+    else:
+        assert bad.returncode == 1 and "failed" in bad.stderr and "requires mdistiller" in bad.stderr
 
 
 def write_run_from_config(root: Path, name: str, config: str, acc: float, opts=(), runtime=None) -> Path:

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from yacs.config import CfgNode
 
 from .. import host, provenance, worklog
-from ..config import flat_config
+from ..config import flat_config, write_config
 from ..checkpoint import load_safe, save_atomic
 from ..errors import UserError
 from ..teachers import teacher_folder
@@ -138,6 +138,8 @@ class Trainer:
         epoch = self._resume() + 1 if resume else 1
         first, wall0, cpu0 = epoch, time.time(), time.process_time()
         if main:
+            if resume:  # accepted: the directory now describes the run as it goes on (e.g. more epochs)
+                write_config(self.log_path, self.cfg)
             info = self.runtime()
             provenance.record(self.log_path, info, epoch - 1 if resume else None)
             worklog.append(self._path("worklog.txt"), provenance.worklog_line(info, epoch - 1 if resume else None))
@@ -321,7 +323,7 @@ class Trainer:
     def _resume(self) -> int:
         path = self._path("latest")
         if not os.path.exists(path):
-            raise UserError(f"--resume: no checkpoint at {path}; start without --resume")
+            raise UserError(f"--resume: no checkpoint at {path} (no epoch finished); start again with --overwrite")
         state = load_safe(path)
         saved = CfgNode.load_cfg(state["config"]) if "config" in state else None
         if saved is not None and not self.force_resume:

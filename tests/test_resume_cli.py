@@ -1,0 +1,129 @@
+"""The command line around runs: flags anywhere, --resume [RUN_DIR], extending a run, refused resumes
+that change nothing, Ctrl-C, full disks, refused pickles and file permissions."""
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from mdistiller_ext import worklog
+from mdistiller_ext.checkpoint import load_safe, save_atomic
+from mdistiller_ext.errors import UserError
+
+from .conftest import ROOT
+from .test_resilience import ENV, cmd, work, write_cfg  # noqa: F401  (the module's fixture)
+
+
+def train(work, *args, timeout=300):
+    """tools/train.py with these words as typed (the first one a config file unless it is a flag or key)."""
+    words = list(args) if args[0].startswith("-") or args[0].isupper() else ["--cfg", *args]
+    return subprocess.run([sys.executable, str(ROOT / "tools/train.py"), *words], cwd=work, env=ENV,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_flags_after_overrides_and_extending_a_run_by_override(work):
+    cfg = write_cfg(work, "extend", SOLVER__EPOCHS=1)
+    assert train(work, cfg).returncode == 0
+    run = work / "out/cifar10_dhkd/extend"
+    # flags typed last, after the overrides; the run is found although SOLVER.EPOCHS is not in its name
+    r = train(work, cfg, "SOLVER.EPOCHS", "2", "--resume")
+    assert r.returncode == 0, r.stderr
+    assert sorted(worklog.read(run / "worklog.txt").epochs) == [1, 2]
+    assert "EPOCHS: 2" in (run / "config.yaml").read_text()  # the directory describes the extended run
+    assert not (work / "out/cifar10_dhkd/extend,SOLVER.EPOCHS:2").exists()
+    # the run directory given explicitly, its own config.yaml, one more epoch
+    r = train(work, "--resume", str(run), "SOLVER.EPOCHS", "3")
+    assert r.returncode == 0, r.stderr
+    assert sorted(worklog.read(run / "worklog.txt").epochs) == [1, 2, 3]
+    assert "(resumed after epoch 2)" in (run / "worklog.txt").read_text()
+    r = train(work, "SOLVER.EPOCHS", "1", "--cfg", cfg, "--overwrite")
+    assert r.returncode == 0, r.stderr
+
+
+def test_resume_without_a_run_is_one_line(work):
+    cfg = write_cfg(work, "never", SOLVER__EPOCHS=1)
+    for args in ((cfg, "--resume"), ("--resume", "out/nowhere")):
+        r = train(work, *args)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "--resume" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_refused_resume_changes_nothing_on_disk(work):
+    cfg = write_cfg(work, "refused", SOLVER__EPOCHS=1)
+    assert train(work, cfg).returncode == 0
+    run = work / "out/cifar10_dhkd/refused"
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    write_cfg(work, "refused", SOLVER__EPOCHS=2, DHKD__T=3.0)
+    r = train(work, cfg, "--resume")
+    assert r.returncode == 2 and "DHKD.T: 2.0 -> 3.0" in r.stderr
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def _interrupt(work, cfg, when):
+    proc = subprocess.Popen(cmd(cfg), cwd=work, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not when():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    return proc.returncode, err
+
+
+def test_ctrl_c_says_what_is_true(work):
+    cfg = write_cfg(work, "ctrlc", SOLVER__EPOCHS=200)
+    run = work / "out/cifar10_dhkd/ctrlc"
+    code, err = _interrupt(work, cfg, lambda: (run / "runtime.json").exists())
+    assert code == 130 and "before the first epoch finished" in err and "--overwrite" in err, err
+    cfg = write_cfg(work, "ctrlc2", SOLVER__EPOCHS=200)
+    log = work / "out/cifar10_dhkd/ctrlc2/worklog.txt"
+    code, err = _interrupt(work, cfg, lambda: log.exists() and "epoch: 1" in log.read_text())
+    assert code == 130 and "are saved in" in err and "--resume out/cifar10_dhkd/ctrlc2" in err, err
+
+
+def test_full_disk_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "latest"
+    save_atomic({"epoch": 1}, str(path))
+    before = path.read_bytes()
+
+    def full(obj, f):
+        f.write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 4352 vs 4288")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(UserError, match="is the disk full.*is unchanged.*--resume"):
+        save_atomic({"epoch": 2}, str(path))
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["latest"]
+
+
+def test_checkpoints_keep_the_usual_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        save_atomic({"x": torch.zeros(1)}, str(tmp_path / "ckpt"))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "ckpt").st_mode) == 0o644
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo never",))
+
+
+def test_refused_pickles_name_what_was_refused(tmp_path):
+    torch.save({"model": _Evil()}, tmp_path / "evil.pth")
+    with pytest.raises(UserError, match=r"holds posix\.system, which is code"):
+        load_safe(str(tmp_path / "evil.pth"))
+    (tmp_path / "noise.pth").write_bytes(os.urandom(2000))
+    with pytest.raises(UserError) as e:
+        load_safe(str(tmp_path / "noise.pth"))
+    assert "PyTorch 2.6" not in str(e.value) and "noise.pth" in str(e.value)
+
+
+def test_help_lists_flags_order_and_ext_keys():
+    r = subprocess.run([sys.executable, str(ROOT / "tools/train.py"), "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0
+    assert "Flags may come anywhere" in r.stdout and "EXT.GRAD_PROBE_EVERY=0" in r.stdout and "DHKD.T=2.0" in r.stdout
