@@ -1,5 +1,5 @@
 """config -> models -> distiller. Every user mistake is a one-line UserError."""
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch.nn as nn
 from yacs.config import CfgNode
@@ -23,6 +23,15 @@ def build_model(name: str, dataset: str, num_classes: int) -> nn.Module:
     return table[name][0](num_classes=num_classes)
 
 
+def teacher_path(cfg: CfgNode) -> Optional[str]:
+    """The teacher checkpoint a run loads, or None where the teacher is torchvision's pretrained ImageNet model."""
+    name, dataset = cfg.DISTILLER.TEACHER, cfg.DATASET.TYPE
+    if dataset == "imagenet" and not cfg.EXT.TEACHER_CKPT:
+        return None
+    host_path = None if dataset == "imagenet" else _model_table(dataset)[name][1]
+    return resolve_teacher_checkpoint(cfg, name, host_path)
+
+
 def build_teacher(cfg: CfgNode, num_classes: int) -> nn.Module:
     name, dataset = cfg.DISTILLER.TEACHER, cfg.DATASET.TYPE
     teacher = build_model(name, dataset, num_classes)
@@ -31,9 +40,7 @@ def build_teacher(cfg: CfgNode, num_classes: int) -> nn.Module:
             raise UserError("ImageNet teachers come from torchvision's pretrained weights through mdistiller; "
                             "install mdistiller or set EXT.TEACHER_CKPT to a local checkpoint")
         return host.imagenet_model_dict[name](pretrained=True)
-    host_path = None if dataset == "imagenet" else _model_table(dataset)[name][1]
-    path = resolve_teacher_checkpoint(cfg, name, host_path)
-    load_into(teacher, path, f"teacher {name} ({num_classes} classes)")
+    load_into(teacher, teacher_path(cfg), f"teacher {name} ({num_classes} classes)")
     return teacher
 
 

@@ -21,6 +21,7 @@ def _dhkd() -> CN:
     n.HEAD = "linear"          # linear | nonlinear | none (none: the loss goes on the main head)
     n.HIDDEN = 200             # nonlinear head width
     n.DROPOUT = 0.1            # nonlinear head dropout (before BatchNorm)
+    n.HEAD_INIT = "student"    # student: the student's own rule for linear layers (as inside the student); default: PyTorch's
     n.KD_OFF_EPOCH = 0         # switch the logit loss off from this epoch on (0: never; 50 on ImageNet)
     n.MAIN_KD_WEIGHT = 0.0     # optional softmax-KD on the main head (0: off, as in the paper)
     n.MAIN_KD_T = 4.0
@@ -56,6 +57,7 @@ def _ext() -> CN:
     n.TEACHER_CKPT = ""        # explicit teacher checkpoint; empty: look under CKPT_ROOT
     n.CKPT_ROOT = "./download_ckpts"
     n.EXPORT_TEACHER = False   # vanilla runs: also write the model where distillation looks for teachers
+    n.EXPORT_TEACHER_EPOCH = "best"  # best | last: which epoch's weights EXPORT_TEACHER writes
     n.PROGRESS = True          # tqdm bars
     n.NONFINITE = "stop"       # stop | skip: what a non-finite loss does
     # speed (issue: the fast path); each piece can be turned off on its own

@@ -237,6 +237,31 @@ def build_datasets(cfg: CfgNode) -> Tuple[Dataset, Dataset, int]:
     raise UserError(f"DATASET.TYPE {kind!r} is not supported here; use cifar100, cifar10 or imagenet (tiny_imagenet needs mdistiller)")
 
 
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def eval_split(cfg: CfgNode, split: str) -> Dataset:
+    """The train or test split with the evaluation transform (no augmentation), batches (image, target)."""
+    train, test, _ = build_datasets(cfg)
+    if split == "test":
+        return test
+    if isinstance(train, ArrayDataset):
+        return ArrayDataset(train.images, train.labels, cifar_transforms(*normalization(cfg.DATASET.TYPE))[1], False)
+    from torchvision.datasets import ImageFolder
+
+    return ImageFolder(os.path.join(cfg.EXT.DATA_ROOT, "train"), test.transform)
+
+
+def class_names(cfg: CfgNode) -> List[str]:
+    """The dataset's class names in label order, where it has them (else an empty list)."""
+    if cfg.DATASET.TYPE == "cifar10":
+        return list(CIFAR10_CLASSES)
+    if cfg.DATASET.TYPE == "cifar100":
+        meta = os.path.join(cfg.EXT.DATA_ROOT, "cifar-100-python", "meta")
+        return list(_read_cifar_pickle(meta).get("fine_label_names", [])) if os.path.isfile(meta) else []
+    return []
+
+
 def uses_fast_path(cfg: CfgNode) -> bool:
     """EXT.FAST_DATA auto: on for the CIFAR datasets (the only ones held in memory)."""
     if cfg.EXT.FAST_DATA == "on" and cfg.DATASET.TYPE not in ("cifar10", "cifar100"):

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from yacs.config import CfgNode
 
 from . import losses
-from .heads import AuxiliaryHead, SerializationLayer, SerializedStudent, classifier_of
+from .heads import AuxiliaryHead, SerializationLayer, SerializedStudent, classifier_of, student_linear_rule
 from .host import Distiller
 
 Output = Tuple[torch.Tensor, Dict[str, torch.Tensor]]
@@ -80,7 +80,8 @@ class DHKD(Distiller):
         self.num_classes = fc.out_features
         self.aux_head = None
         if self.c.HEAD != "none":
-            self.aux_head = AuxiliaryHead(fc.in_features, fc.out_features, self.c.HEAD, self.c.HIDDEN, self.c.DROPOUT)
+            rule = student_linear_rule(cfg.DISTILLER.STUDENT) if self.c.HEAD_INIT == "student" else "default"
+            self.aux_head = AuxiliaryHead(fc.in_features, fc.out_features, self.c.HEAD, self.c.HIDDEN, self.c.DROPOUT, rule)
         self.logit_loss = {"bkl_norm": losses.binary_kl_norm, "bkl": losses.binary_kl}[self.c.LOSS]
 
     def get_learnable_parameters(self) -> List[nn.Parameter]:

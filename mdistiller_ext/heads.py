@@ -5,7 +5,17 @@ from typing import Dict, Tuple
 import torch
 import torch.nn as nn
 
+from .standalone.models.blocks import init_linear
+
 HEAD_TYPES = ("linear", "nonlinear", "none")
+HEAD_INITS = ("student", "default")
+# the rule each zoo student's own init loop applies to its linear layers (by model name prefix); DHKD's
+# authors put the auxiliary head inside the student, so it got the same rule
+STUDENT_LINEAR_INIT = (("vgg", "small"), ("MobileNetV2", "small"), ("wrn", "zero_bias"))
+
+
+def student_linear_rule(student_name: str) -> str:
+    return next((rule for prefix, rule in STUDENT_LINEAR_INIT if student_name.startswith(prefix)), "default")
 
 
 class AuxiliaryHead(nn.Module):
@@ -15,7 +25,8 @@ class AuxiliaryHead(nn.Module):
     Linear(H, C), the authors' layer order (dropout before batch norm).
     """
 
-    def __init__(self, in_dim: int, num_classes: int, kind: str = "linear", hidden: int = 200, dropout: float = 0.1) -> None:
+    def __init__(self, in_dim: int, num_classes: int, kind: str = "linear", hidden: int = 200, dropout: float = 0.1,
+                 linear_init: str = "default") -> None:
         super().__init__()
         if kind == "linear":
             self.net = nn.Linear(in_dim, num_classes)
@@ -27,6 +38,9 @@ class AuxiliaryHead(nn.Module):
         else:
             raise ValueError(f"auxiliary head type {kind!r} is not one of ('linear', 'nonlinear')")
         self.kind = kind
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                init_linear(m, linear_init)
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.net(pooled)

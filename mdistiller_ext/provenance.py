@@ -24,7 +24,7 @@ NUMBER_NEUTRAL_KEYS = ("EXPERIMENT.NAME", "EXPERIMENT.TAG", "EXPERIMENT.PROJECT"
 RESOLVED_KEYS = ("EXT.ENGINE", "EXT.DEVICE", "EXT.FAST_DATA", "EXT.AMP", "EXT.CHANNELS_LAST", "EXT.COMPILE")
 # the fields that can change a number (the comparison keeps runs apart when any of them differs)
 POOL_FIELDS = ("route", "device", "amp", "channels_last", "data_path", "zoo", "torch", "torchvision", "mdistiller",
-               "world_size", "compile")
+               "world_size", "compile", "teacher_sha256")
 
 
 def _version(package: str) -> str:
@@ -56,8 +56,10 @@ def device_name(device: torch.device) -> str:
 
 
 def describe(route: str, device: torch.device, amp: Optional[torch.dtype], channels_last: bool, data_path: str,
-             zoo: str, world_size: int = 1, compiled: bool = False) -> Dict[str, object]:
-    """The resolved runtime of one run (what ``auto`` settings became on this machine)."""
+             zoo: str, world_size: int = 1, compiled: bool = False,
+             teacher: Optional[Dict[str, object]] = None) -> Dict[str, object]:
+    """The resolved runtime of one run (what ``auto`` settings became on this machine), and the teacher
+    file it learned from (its sha256 and recorded accuracy)."""
     return {
         "route": route,
         "device": device_name(device),
@@ -73,12 +75,18 @@ def describe(route: str, device: torch.device, amp: Optional[torch.dtype], chann
         "mdistiller": _version("mdistiller"),
         "mdistiller_ext_commit": git_commit(),
         "python": platform.python_version(),
+        "teacher_sha256": (teacher or {}).get("sha256", "none"),
+        "teacher": teacher or "none (no teacher)",
     }
 
 
 def worklog_line(info: Dict[str, object], resumed_from: Optional[int] = None) -> str:
     head = "# runtime" if resumed_from is None else f"# runtime (resumed after epoch {resumed_from})"
-    return head + ": " + " | ".join(f"{k}={v}" for k, v in info.items()) + os.linesep
+    flat = {k: v for k, v in info.items() if k != "teacher"}
+    teacher = info.get("teacher")
+    if isinstance(teacher, dict):
+        flat["teacher"] = f"{teacher.get('path')} (test top-1 {teacher.get('test_acc', 'not recorded')})"
+    return head + ": " + " | ".join(f"{k}={v}" for k, v in flat.items()) + os.linesep
 
 
 def record(run_dir: str, info: Dict[str, object], resumed_from: Optional[int] = None) -> None:
@@ -121,7 +129,8 @@ def summary(key: Dict[str, str]) -> str:
     parts = [key["route"], f"{key['zoo']} zoo", key["amp"], key["data_path"], key["device"],
              "channels-last" if key["channels_last"] == "True" else "", "compiled" if key["compile"] == "True" else "",
              f"torch {key['torch']}", f"mdistiller {key['mdistiller']}" if key["mdistiller"] != "not installed" else "",
-             f"x{key['world_size']} processes" if key["world_size"] not in ("1", "unknown") else ""]
+             f"x{key['world_size']} processes" if key["world_size"] not in ("1", "unknown") else "",
+             f"teacher {key['teacher_sha256'][:8]}" if key["teacher_sha256"] not in ("none", "None", "unknown") else ""]
     return ", ".join(p for p in parts if p)
 
 

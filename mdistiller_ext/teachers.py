@@ -1,8 +1,10 @@
 """Where teacher checkpoints are looked for, and the message when none is there."""
 import glob
+import hashlib
+import json
 import os
 import re
-from typing import List
+from typing import Dict, List
 
 from yacs.config import CfgNode
 
@@ -49,3 +51,44 @@ def resolve_teacher_checkpoint(cfg: CfgNode, name: str, host_path: str = None) -
         + (f"{RELEASE_HINT}, " if cfg.DATASET.TYPE == "cifar100" else "")
         + f"or train one with: python tools/train.py --cfg {vanilla}"
     )
+
+
+def record_path(ckpt: str) -> str:
+    """The JSON that an exported teacher carries beside it (which run, which epoch, its accuracy)."""
+    return os.path.splitext(ckpt)[0] + ".json"
+
+
+def describe_teacher(path: str) -> Dict[str, object]:
+    """What is known of a teacher file: its sha256, and its recorded test accuracy and source run, from
+    the export record beside it or, for a file inside a run directory, from that run's worklog."""
+    from . import worklog
+
+    with open(path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    info: Dict[str, object] = {"path": path, "sha256": digest}
+    rec = record_path(path)
+    if os.path.isfile(rec):
+        with open(rec) as f:
+            info.update(json.load(f))
+        return info
+    log = os.path.join(os.path.dirname(path), "worklog.txt")
+    if os.path.isfile(log):
+        parsed = worklog.read(log)
+        name = os.path.basename(path)
+        if name in ("student_best", "best") and parsed.epochs:
+            epoch = max(parsed.epochs, key=lambda e: (parsed.epochs[e].get("test_acc", -1), e))
+        elif name in ("student_latest", "latest") and parsed.epochs:
+            epoch = parsed.last_epoch
+        else:
+            m = re.fullmatch(r"(?:student|epoch)_(\d+)", name)
+            epoch = int(m.group(1)) if m else None
+        if epoch in parsed.epochs:
+            info.update(source_run=os.path.dirname(path), epoch=epoch, test_acc=parsed.epochs[epoch].get("test_acc"))
+    return info
+
+
+def summary_line(info: Dict[str, object]) -> str:
+    acc = info.get("test_acc")
+    recorded = (f"recorded test top-1 {acc:.2f} at epoch {info.get('epoch')} of {info.get('source_run')}"
+                if acc is not None else "no recorded accuracy")
+    return f"teacher: {info['path']} ({recorded}; sha256 {str(info['sha256'])[:12]})"

@@ -180,11 +180,19 @@ def resolve_run(args: argparse.Namespace) -> Tuple[CfgNode, str]:
     name = experiment_name(cfg, args.opts)
     if not args.resume or os.path.isdir(os.path.join(cfg.LOG.PREFIX, name)):
         return cfg, name
-    naming = [x for k, v in zip(args.opts[::2], args.opts[1::2]) if k not in RESUME_NEUTRAL_KEYS for x in (k, v)]
-    original = experiment_name(cfg, naming)
-    if naming != args.opts and os.path.isdir(os.path.join(cfg.LOG.PREFIX, original)):
-        return cfg, original
-    raise UserError(f"--resume: no run directory {os.path.join(cfg.LOG.PREFIX, name)}; start without --resume, "
+    # the run may have been named with other values of keys that only extend it (SOLVER.EPOCHS, paths, ...)
+    def essential(run_name: str) -> List[str]:
+        return [part for part in run_name.split(",")
+                if not (":" in part and KEY.match(part.split(":", 1)[0]) and part.split(":", 1)[0] in RESUME_NEUTRAL_KEYS)]
+
+    project = os.path.join(cfg.LOG.PREFIX, cfg.EXPERIMENT.PROJECT)
+    siblings = sorted(os.listdir(project)) if os.path.isdir(project) else []
+    matches = [d for d in siblings if essential(d) == essential(os.path.basename(name))
+               and os.path.isfile(os.path.join(project, d, "latest"))]
+    if len(matches) == 1:
+        return cfg, os.path.join(cfg.EXPERIMENT.PROJECT, matches[0])
+    found = f"; candidates: {', '.join(matches)}" if matches else ""
+    raise UserError(f"--resume: no run directory {os.path.join(cfg.LOG.PREFIX, name)}{found}; start without --resume, "
                     "or name the run: --resume RUN_DIR")
 
 
@@ -232,23 +240,35 @@ def run(argv: Optional[List[str]] = None) -> float:
         train_loader, val_loader, num_data, num_classes = get_dataset(
             cfg, generator, None if host_engine else device, dist_info.rank, dist_info.world_size)
     distiller, _ = build_distiller(cfg, num_classes, num_data)
+    teacher = None
+    if cfg.DISTILLER.TYPE != "NONE":
+        from .builders import teacher_path
+        from .teachers import describe_teacher
+
+        path = teacher_path(cfg)
+        teacher = describe_teacher(path) if path else {"path": "torchvision pretrained (through mdistiller)", "sha256": "n/a"}
     if dist_info.is_main:
         if not args.resume:
             _start_run_dir(log_path, cfg)
-        extra = getattr(distiller, "get_extra_parameters", None)
-        if extra is not None and cfg.DISTILLER.TYPE != "NONE":  # the host's Vanilla has no such method
-            print(f"{cfg.DISTILLER.TYPE} adds {extra():,} training-only parameters (not part of the deployed student)")
+        extra = getattr(distiller, "get_extra_parameters", None)  # the host's Vanilla has no such method
+        extra = extra() if extra is not None and cfg.DISTILLER.TYPE != "NONE" else 0
+        if extra:
+            print(f"{cfg.DISTILLER.TYPE} adds {extra:,} training-only parameters (not part of the deployed student)")
+        if teacher is not None:
+            from .teachers import summary_line
+
+            print(summary_line(teacher))
         print(f"run directory: {log_path} | engine: {'mdistiller' if host_engine else 'mdistiller_ext'} | device: {device}"
               + (f" x {dist_info.world_size} processes" if dist_info.enabled else ""))
     barrier()
 
     try:
         if host_engine:
-            return train_with_host(cfg, name, distiller, train_loader, val_loader, args.resume)
+            return train_with_host(cfg, name, distiller, train_loader, val_loader, args.resume, teacher)
         from .engine.trainer import Trainer
 
         trainer = Trainer(name, distiller, train_loader, val_loader, cfg, device, force_resume=args.force_resume,
-                          dist_info=dist_info)
+                          dist_info=dist_info, teacher_info=teacher)
         return trainer.train(resume=args.resume)
     except KeyboardInterrupt:
         raise Interrupted(_interrupted_message(log_path)) from None
@@ -270,7 +290,7 @@ def _interrupted_message(log_path: str) -> str:
 
 
 def train_with_host(cfg: CfgNode, name: str, distiller: torch.nn.Module, train_loader, val_loader,
-                    resume: bool) -> float:
+                    resume: bool, teacher_info: Optional[dict] = None) -> float:
     """mdistiller's own route: its trainer (SOLVER.TRAINER) on the distiller wrapped in DataParallel, as
     its tools/train.py does; this project adds only the runtime record and wandb's start, as the host's script."""
     from . import provenance, worklog
@@ -283,7 +303,7 @@ def train_with_host(cfg: CfgNode, name: str, distiller: torch.nn.Module, train_l
     resumed_from = int(load_safe(latest).get("epoch", 0)) if resume and os.path.exists(latest) else None
     info = provenance.describe(f"mdistiller {type(trainer).__name__}", torch.device("cuda", torch.cuda.current_device())
                                if torch.cuda.is_available() else torch.device("cpu"), None, False,
-                               "DataLoader (PIL transforms)", "host (mdistiller)")
+                               "DataLoader (PIL transforms)", "host (mdistiller)", teacher=teacher_info)
     provenance.record(trainer.log_path, info, resumed_from)
     worklog.append(os.path.join(trainer.log_path, "worklog.txt"), provenance.worklog_line(info, resumed_from))
     if cfg.LOG.WANDB and not start_wandb(cfg, name):

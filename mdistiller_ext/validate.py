@@ -6,7 +6,7 @@ from yacs.config import CfgNode
 
 from . import host
 from .errors import UserError
-from .heads import HEAD_TYPES
+from .heads import HEAD_INITS, HEAD_TYPES
 from .losses import RATIO_MODES, RATIO_NORMS
 
 SERIAL_MODES = ("none", "cls_then_kd", "kd_then_cls")
@@ -65,6 +65,7 @@ RULES: List[Tuple[str, Tuple[Callable[[Any], bool], str]]] = [
     ("DHKD.LOSS", _one_of("bkl_norm", "bkl")),
     ("DHKD.HEAD", _one_of(*HEAD_TYPES)),
     ("DHKD.HIDDEN", POSITIVE_INT),
+    ("DHKD.HEAD_INIT", _one_of(*HEAD_INITS)),
     ("DHKD.DROPOUT", (lambda v: _non_negative(v) and v < 1, "a number in [0, 1)")),
     ("DHKD.KD_OFF_EPOCH", (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0 (0: never)")),
     ("DHKD.MAIN_KD_WEIGHT", NON_NEGATIVE),
@@ -88,6 +89,7 @@ RULES: List[Tuple[str, Tuple[Callable[[Any], bool], str]]] = [
     ("EXT.AMP", _one_of("auto", "off", "bf16", "fp16")),
     ("EXT.CHANNELS_LAST", _one_of("auto", "on", "off")),
     ("EXT.TRAIN_SUBSET", (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0 (0: all images)")),
+    ("EXT.EXPORT_TEACHER_EPOCH", _one_of("best", "last")),
     ("EXT.THREADS", (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0 (0: torch's default)")),
     ("EXT.GRAD_PROBE_EVERY", (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0 (0: off)")),
 ]

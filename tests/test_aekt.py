@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mdistiller_ext import host
-from mdistiller_ext.analysis import class_similarity, correlation, serialization_matrix
+from mdistiller_ext.analysis import class_similarity, correlation, oriented_similarity, serialization_matrix
 from mdistiller_ext.distillers import AEKT, DKD
 from mdistiller_ext.heads import SerializationLayer, SerializedStudent
 from mdistiller_ext.standalone.models import cifar_model_dict
@@ -128,3 +128,22 @@ def test_class_similarity_and_correlation():
     a = np.random.RandomState(0).rand(5, 5)
     assert correlation(a, 2 * a + 1) == pytest.approx(1.0)
     assert correlation(a, -a) == pytest.approx(-1.0)
+
+
+def test_serialization_is_compared_in_its_own_orientation():
+    """A layer that turns the student's class-j logit into the teacher's distribution for class j has
+    W[:, j] = sim[j]: with a non-symmetric teacher only the transposed similarity correlates with it."""
+    from mdistiller_ext.heads import SerializationLayer
+
+    rng = np.random.RandomState(0)
+    sim = rng.dirichlet(np.full(6, 0.3), size=6)  # rows: true class, columns: teacher probabilities
+    assert not np.allclose(sim, sim.T)
+    layer = SerializationLayer(6, decay_to_identity=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(oriented_similarity(sim)))
+        layer.bias.zero_()
+        out = layer(torch.eye(6, dtype=torch.float32))  # row j: the output for a one-hot class-j logit
+    assert np.allclose(out.numpy(), sim, atol=1e-6)
+    w = layer.weight.detach().double().numpy()
+    assert correlation(w, oriented_similarity(sim)) == pytest.approx(1.0)
+    assert correlation(w, sim) < 0.9

@@ -254,3 +254,29 @@ def test_runs_pool_over_seeds_only(tmp_path):
     assert all("fp32" in r.runtime for r in rows)
     pooled = aggregate.summarize(results, reference.load(), pool_runtimes=True)
     assert sorted(r.n for r in pooled) == [1, 3]
+
+
+def test_imagenet_rows_compare_the_last_epoch_with_published(tmp_path):
+    d = make_run(tmp_path, "p", "r18", {1: 70.0, 2: 72.5, 3: 71.0}, cfg=cfg("dkd", "ResNet34", "ResNet18", 0, 3, "imagenet"))
+    row, = aggregate.summarize([aggregate.read_run(str(d))], reference.load())
+    assert row.reference is not None and row.compared_metric == "last_top1"
+    assert row.delta == pytest.approx(71.0 - row.reference)
+
+
+def test_probe_plot_from_the_runs_csv(tmp_path):
+    runs = []
+    for s in (0, 1):
+        d = make_run(tmp_path, "p", f"kd{s}", {1: 60.0, 2: 61.0}, cfg=cfg("kd", "resnet56", "resnet20", s, 2))
+        (d / "grad_probe.csv").write_text("epoch,step,global_step,cos,norm_ratio\n"
+                                          "1,0,0,-0.2,1.0\n1,100,100,0.0,1.0\n2,0,150,0.3,1.0\n2,100,250,nan,nan\n")
+        runs.append(d)
+    rows = aggregate.summarize([aggregate.read_run(str(d)) for d in runs], reference.load())
+    assert aggregate._probe_epochs(str(runs[0])) == {1: [-0.2, 0.0], 2: [0.3]}
+    written = aggregate.plot_probe(rows, lambda ds, p: str(tmp_path / f"probe_{ds}_{p}.png"))
+    assert written == [str(tmp_path / "probe_cifar100_res56_res20.png")]
+    with Image.open(written[0]) as im:
+        im.load()
+        assert im.size == (800, 500)
+    plain = make_run(tmp_path, "q", "dkd0", {1: 60.0}, cfg=cfg("dkd", "resnet56", "resnet20", 0, 1))
+    assert aggregate.plot_probe(aggregate.summarize([aggregate.read_run(str(plain))], reference.load()),
+                                lambda ds, p: str(tmp_path / "none.png")) == []

@@ -89,7 +89,7 @@ BAD_VALUES = {
     "DHKD.MAIN_KD_T": 0.0, "AEKT.T": 0.0, "AEKT.ALPHA": -1.0, "AEKT.BETA": -1.0, "AEKT.CE_WEIGHT": -1.0,
     "AEKT.WARMUP": -5, "AEKT.RATIO_MODE": "ratio", "AEKT.W_MAX": 0.0, "AEKT.RATIO_NORM": "max",
     "AEKT.RATIO_T": -1.0, "AEKT.SERIAL": "both", "AEKT.SERIAL_DECAY": "half", "EXT.ENGINE": "fast",
-    "EXT.DEVICE": "gpu", "EXT.SEED": -1, "EXT.NONFINITE": "ignore", "EXT.TRAIN_SUBSET": -10, "EXT.THREADS": -1, "EXT.GRAD_PROBE_EVERY": -5,
+    "EXT.DEVICE": "gpu", "EXT.SEED": -1, "EXT.NONFINITE": "ignore", "EXT.TRAIN_SUBSET": -10, "EXT.THREADS": -1, "EXT.EXPORT_TEACHER_EPOCH": "first", "DHKD.HEAD_INIT": "xavier", "EXT.GRAD_PROBE_EVERY": -5,
     "EXT.FAST_DATA": "yes", "EXT.AMP": "fp8", "EXT.CHANNELS_LAST": True,
 }
 

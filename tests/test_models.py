@@ -135,3 +135,22 @@ def test_kd_off_epoch_and_main_kd_option():
     x, y = torch.randn(4, 3, 32, 32), torch.zeros(4, dtype=torch.long)
     assert d(image=x, target=y, epoch=49)[1]["loss_kd"].item() > 0
     assert d(image=x, target=y, epoch=50)[1]["loss_kd"].item() == 0
+
+
+@pytest.mark.parametrize("student,head_init,expect", [
+    ("vgg8", "student", "small"), ("MobileNetV2", "student", "small"), ("wrn_16_2", "student", "zero_bias"),
+    ("resnet8", "student", "default"), ("vgg8", "default", "default")])
+def test_dhkd_head_follows_the_students_init_rule(student, head_init, expect):
+    cfg = host.base_cfg()
+    cfg.DISTILLER.STUDENT = student
+    cfg.DHKD.HEAD_INIT = head_init
+    torch.manual_seed(0)
+    s = cifar_model_dict[student][0](num_classes=100)
+    d = DHKD(s, cifar_model_dict["resnet8"][0](num_classes=100), cfg)
+    w, b = d.aux_head.net.weight.detach(), d.aux_head.net.bias.detach()
+    if expect == "small":
+        assert w.std() == pytest.approx(0.01, rel=0.1) and not b.any()
+    else:
+        bound = 1 / w.shape[1] ** 0.5  # PyTorch's default: U(-1/sqrt(in), 1/sqrt(in))
+        assert w.abs().max() <= bound and w.std() > 0.3 * bound
+        assert (not b.any()) if expect == "zero_bias" else bool(b.abs().max() > 0)

@@ -20,7 +20,11 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
-    w = tmp_path_factory.mktemp("resilience")
+    return make_work(tmp_path_factory.mktemp("resilience"))
+
+
+def make_work(w: Path) -> Path:
+    """60 images per class of tiny CIFAR-10 and a resnet8 teacher, in ``w``."""
     (w / "data").mkdir()
     write_cifar10_jpeg_tar(w / "data" / "cifar10-jpeg.tar.gz", n_train=60, n_test=5)
     teacher = w / "ckpts" / "cifar10_teachers" / "resnet8_vanilla" / "ckpt_epoch_240.pth"

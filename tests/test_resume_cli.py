@@ -15,7 +15,14 @@ from mdistiller_ext.checkpoint import load_safe, save_atomic
 from mdistiller_ext.errors import UserError
 
 from .conftest import ROOT
-from .test_resilience import ENV, cmd, work, write_cfg  # noqa: F401  (the module's fixture)
+from .test_resilience import ENV, cmd, make_work, write_cfg
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    return make_work(tmp_path_factory.mktemp("resume_cli"))
 
 
 def train(work, *args, timeout=300):

@@ -188,9 +188,12 @@ def test_aekt_export_writes_matrix_heatmap_and_summary(work):
     assert np.allclose(sim.sum(1), 1.0) and not np.allclose(serial, np.eye(10))
     summary = json.loads((d / "serialization_summary.json").read_text())
     assert -1.0 <= summary["pearson_offdiag_W_vs_teacher"] <= 1.0 and summary["num_classes"] == 10
+    assert summary["similarity_split"] == "train" and summary["temperature"] == 4.0  # the run's AEKT.T
     with Image.open(d / "serialization_heatmap.png") as im:
         im.load()
-        assert im.size == (1100, 500)
+        assert im.size == (1200, 560)
+    closing = r.stdout.strip().splitlines()[-1]
+    assert closing.startswith("wrote 4 files: ") and str(d / "serialization_heatmap.png") in closing
     # a run without the layer says so in one line
     plain = run_dir(work, "cifar10_kd", "kd-0-")
     r = subprocess.run([sys.executable, str(ROOT / "tools/export_serialization.py"), str(plain)], cwd=work,

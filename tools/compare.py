@@ -76,8 +76,10 @@ def report(results, refs, out: str, pool_runtimes: bool = False) -> None:
     aggregate.write_csv(rows, os.path.join(out, "comparison.csv"))
     aggregate.plot_bars(rows, os.path.join(out, "bars.png"))
     aggregate.plot_curves(rows, lambda ds, pair: os.path.join(out, f"curves_{ds}_{pair}.png"))
+    probes = aggregate.plot_probe(rows, lambda ds, pair: os.path.join(out, f"probe_{ds}_{pair}.png"))
     print(text)
-    print(f"report written to {out}/ (comparison.md, comparison.csv, bars.png, curves_*.png)")
+    print(f"report written to {out}/ (comparison.md, comparison.csv, bars.png, curves_*.png"
+          + (", probe_*.png" if probes else "") + ")")
 
 
 def main(argv=None) -> int:

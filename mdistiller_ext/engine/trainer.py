@@ -8,11 +8,12 @@ guard, and the gradient-alignment step (SOLVER.TRAINER "align").
 """
 import functools
 import hashlib
+import json
 import os
 import random
 import time
 from collections import OrderedDict
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ from .. import host, provenance, worklog
 from ..config import flat_config, write_config
 from ..checkpoint import load_safe, save_atomic
 from ..errors import UserError
-from ..teachers import teacher_folder
+from ..teachers import record_path, teacher_folder
 from .evaluate import evaluate, topk_correct
 from .step import autocast_dtype, forward_backward, use_channels_last
 from . import wandb_log
@@ -34,7 +35,8 @@ from .distributed import SINGLE, DistInfo, all_reduce_mean_, all_reduce_sum, bar
 # config keys that may change between a run and its resume without changing the epochs already run
 # (the runtime record says what a different device or engine resolved to; SOLVER.EPOCHS extends a run)
 RESUME_NEUTRAL_KEYS = provenance.NUMBER_NEUTRAL_KEYS + ("SOLVER.EPOCHS", "EXT.DEVICE", "EXT.ENGINE")
-CHECK_EVERY = 50  # steps between progress-bar refreshes and non-finite checks (each one syncs)
+CHECK_EVERY = 50  # steps between progress-bar refreshes and non-finite checks (each one syncs) ...
+REFRESH_SECONDS = 5.0  # ... or sooner when this much time has passed, however few the steps
 
 
 def learning_rate(epoch: int, cfg: CfgNode) -> float:
@@ -79,15 +81,26 @@ def config_differences(saved: CfgNode, current: CfgNode) -> List[str]:
     return [f"{k}: {a.get(k, '<absent>')} -> {b.get(k, '<absent>')}" for k in keys if a.get(k) != b.get(k)]
 
 
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
 class NonFiniteError(UserError):
     pass
 
 
 class Trainer:
     def __init__(self, experiment_name: str, distiller: nn.Module, train_loader, val_loader, cfg: CfgNode,
-                 device: torch.device, force_resume: bool = False, dist_info: DistInfo = SINGLE) -> None:
+                 device: torch.device, force_resume: bool = False, dist_info: DistInfo = SINGLE,
+                 teacher_info: Optional[Dict[str, object]] = None) -> None:
         self.cfg = cfg
         self.dist = dist_info
+        self.teacher_info = teacher_info
         self.channels_last = use_channels_last(cfg, device)
         self.amp = autocast_dtype(cfg, device)
         if hasattr(distiller, "teacher"):
@@ -110,6 +123,7 @@ class Trainer:
         self.experiment_name = experiment_name
         self.log_path = os.path.join(cfg.LOG.PREFIX, experiment_name)
         self.wandb = False
+        self._epoch_seconds: List[float] = []
         self.params = list(self.distiller.get_learnable_parameters())
         self.optimizer = torch.optim.SGD(self.params, lr=cfg.SOLVER.LR, momentum=cfg.SOLVER.MOMENTUM,
                                          weight_decay=cfg.SOLVER.WEIGHT_DECAY)
@@ -127,7 +141,7 @@ class Trainer:
         return provenance.describe("mdistiller_ext engine", self.device, self.amp, self.channels_last,
                                    "device-resident (fast)" if fast else "DataLoader (PIL transforms)",
                                    "host (mdistiller)" if host.HAS_MDISTILLER else "standalone",
-                                   self.dist.world_size, bool(self.cfg.EXT.COMPILE))
+                                   self.dist.world_size, bool(self.cfg.EXT.COMPILE), self.teacher_info)
 
     # ----- run -----
     def train(self, resume: bool = False) -> float:
@@ -137,6 +151,9 @@ class Trainer:
         barrier()
         epoch = self._resume() + 1 if resume else 1
         first, wall0, cpu0 = epoch, time.time(), time.process_time()
+        if main and resume:
+            print(f"resuming {self.log_path} after epoch {epoch - 1} (best so far {self.best_acc:.2f}); "
+                  f"epochs {epoch}-{self.cfg.SOLVER.EPOCHS} to go", flush=True)
         if main:
             if resume:  # accepted: the directory now describes the run as it goes on (e.g. more epochs)
                 write_config(self.log_path, self.cfg)
@@ -178,8 +195,9 @@ class Trainer:
         lr = learning_rate(epoch, self.cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        started = time.time()
         train_loss, train_acc = self._train_loop(epoch)
-        test = self.validate()
+        test = self.validate(epoch)
         values = OrderedDict(train_acc=train_acc, train_loss=train_loss, test_acc=test["test_acc"],
                              test_acc_top5=test["test_acc_top5"], test_loss=test["test_loss"])
         values.update((k, v) for k, v in test.items() if k not in values)
@@ -204,7 +222,17 @@ class Trainer:
             self._log_probe(epoch, probed)
         self.writer.flush()
         worklog.append(self._path("worklog.txt"), worklog.epoch_block(epoch, lr, values))
+        self._epoch_line(epoch, lr, values, time.time() - started)
         barrier()
+
+    def _epoch_line(self, epoch: int, lr: float, values: Dict[str, float], seconds: float) -> None:
+        """One line per epoch on stdout, terminal or not (logs of sweeps, nohup, CI)."""
+        self._epoch_seconds.append(seconds)
+        left = self.cfg.SOLVER.EPOCHS - epoch
+        eta = left * sum(self._epoch_seconds) / len(self._epoch_seconds)
+        print(f"epoch {epoch}/{self.cfg.SOLVER.EPOCHS} | lr {lr:g} | train loss {values['train_loss']:.4f} "
+              f"top-1 {values['train_acc']:.2f} | test top-1 {values['test_acc']:.2f} (best {self.best_acc:.2f}) | "
+              f"{_duration(seconds)} | eta {_duration(eta)}", flush=True)
 
     def _prepare(self, batch) -> Tuple[torch.Tensor, torch.Tensor]:
         image = batch[0].to(self.device, non_blocking=True).float()
@@ -225,6 +253,7 @@ class Trainer:
         bar = tqdm(total=len(self.train_loader), desc=f"epoch {epoch}", disable=None if show else True,
                    dynamic_ncols=True, leave=False)
         reduce = all_reduce_mean_ if self.dist.enabled else None
+        refreshed = time.monotonic()
         for step, batch in enumerate(self.train_loader):
             image, target = self._prepare(batch)
             self.optimizer.zero_grad(set_to_none=True)
@@ -258,7 +287,9 @@ class Trainer:
             seen += n
             sums += torch.stack([total.float() * n, topk_correct(logits.detach(), target, (1,))[0]])
             bar.update()
-            if step % CHECK_EVERY == 0 or step == len(self.train_loader) - 1:
+            now = time.monotonic()
+            if step % CHECK_EVERY == 0 or step == len(self.train_loader) - 1 or now - refreshed > REFRESH_SECONDS:
+                refreshed = now
                 self._check_finite(epoch, bad_step, bad_mask, names + ["gradient"])
                 s = sums.tolist()
                 bar.set_postfix(loss=f"{s[0] / max(seen, 1):.4f}", top1=f"{100 * s[1] / max(seen, 1):.2f}")
@@ -280,8 +311,14 @@ class Trainer:
         raise NonFiniteError(f"non-finite {'/'.join(culprits)} at epoch {epoch}, step {step}; {kept}; "
                              "lower SOLVER.LR or check the data, or set EXT.NONFINITE skip to drop such batches")
 
-    def validate(self) -> Dict[str, float]:
-        return evaluate(self.distiller, self.val_loader, self._prepare, self.amp)
+    def validate(self, epoch: int = 0) -> Dict[str, float]:
+        show = self.cfg.EXT.PROGRESS and self.dist.is_main
+        bar = tqdm(total=len(self.val_loader), desc=f"test {epoch}", disable=None if show else True,
+                   dynamic_ncols=True, leave=False)
+        try:
+            return evaluate(self.distiller, self.val_loader, self._prepare, self.amp, progress=bar.update)
+        finally:
+            bar.close()
 
     def _log_probe(self, epoch: int, probed: Dict[str, object]) -> None:
         """Each probe measurement: tensorboard (global step) and grad_probe.csv (epoch, step, cos, ratio)."""
@@ -371,7 +408,19 @@ class Trainer:
         os.replace(path + ".tmp", path)
 
     def _export_teacher(self) -> None:
+        """Write the teacher where students look for it: the best epoch's weights (EXT.EXPORT_TEACHER_EPOCH
+        best, the model the worklog's best_acc describes) or the last epoch's, with a record beside it."""
         folder = teacher_folder(self.cfg, self.cfg.DISTILLER.STUDENT)
         dest = os.path.join(folder, f"ckpt_epoch_{self.cfg.SOLVER.EPOCHS}.pth")
-        save_atomic({"model": self._student().state_dict()}, dest)
-        print(f"teacher exported to {dest}")
+        log = worklog.read(self._path("worklog.txt"))
+        if self.cfg.EXT.EXPORT_TEACHER_EPOCH == "best":
+            state = load_safe(self._path("student_best"))
+            epoch = max(log.epochs, key=lambda e: (log.epochs[e].get("test_acc", -1), e))
+        else:
+            state, epoch = {"model": self._student().state_dict()}, log.last_epoch
+        save_atomic({"model": state["model"]}, dest)
+        record = {"source_run": self.log_path, "epoch": epoch, "which": self.cfg.EXT.EXPORT_TEACHER_EPOCH,
+                  "test_acc": log.epochs[epoch].get("test_acc"), "epochs_trained": log.last_epoch}
+        with open(record_path(dest), "w") as f:
+            json.dump(record, f, indent=1)
+        print(f"teacher exported to {dest} ({record['which']} epoch {epoch}, test top-1 {record['test_acc']:.2f})")

@@ -4,11 +4,43 @@ The shortcut projection is stored under a caller-given attribute name ("downsamp
 host's CIFAR/ImageNet ResNets, "shortcut" in its ResNet18/50 for CIFAR), which is what the
 state_dict keys follow.
 """
+import math
 from typing import List, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+
+def init_linear(m: nn.Linear, rule: str) -> None:
+    """The host's rules for linear layers: ``default`` keeps PyTorch's, ``small`` is N(0, 0.01) with zero
+    bias (VGG, MobileNetV2), ``zero_bias`` zeroes only the bias (WRN)."""
+    if rule == "small":
+        m.weight.data.normal_(0, 0.01)
+    if rule in ("small", "zero_bias") and m.bias is not None:
+        m.bias.data.zero_()
+
+
+def init_weights(model: nn.Module, conv: str, linear: str = "default") -> None:
+    """The host's init loop over ``model.modules()`` in order (so the random draws match it too).
+
+    conv ``kaiming``: kaiming_normal_(fan_out, relu) (the CIFAR ResNets); ``sqrt2n``: N(0, sqrt(2/n)),
+    n = k*k*out_channels, and zero conv bias (VGG, MobileNetV2, WRN, ImageNet ResNets). BatchNorm2d and
+    GroupNorm: weight 1, bias 0. Linear: ``init_linear``'s rule.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            if conv == "kaiming":
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            else:
+                m.weight.data.normal_(0, math.sqrt(2.0 / (m.kernel_size[0] * m.kernel_size[1] * m.out_channels)))
+                if m.bias is not None:
+                    m.bias.data.zero_()
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            m.weight.data.fill_(1)
+            m.bias.data.zero_()
+        elif isinstance(m, nn.Linear):
+            init_linear(m, linear)
 
 
 def _projection(cin: int, cout: int, stride: int):

@@ -5,7 +5,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .resnet import _init_conv_bn
+from ..blocks import init_weights
+
 
 
 def _conv_bn(cin: int, cout: int, k: int, stride: int) -> nn.Sequential:
@@ -52,7 +53,7 @@ class MobileNetV2Cifar(nn.Module):
         self.conv2 = _conv_bn(cin, self.last_channel, 1, 1)
         self.classifier = nn.Sequential(nn.Linear(self.last_channel, num_classes))
         self.stage_ends = [1, 2, 4, 6]
-        _init_conv_bn(self)
+        init_weights(self, conv="sqrt2n", linear="small")
 
     def get_stage_channels(self) -> List[int]:
         return [self.conv1[0].out_channels] + [self.blocks[i][-1].conv[-1].num_features for i in self.stage_ends]

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..blocks import BasicBlock, Stage, pooled, run_stages
+from ..blocks import BasicBlock, Stage, init_weights, pooled, run_stages
 
 
 class CifarResNet(nn.Module):
@@ -26,7 +26,7 @@ class CifarResNet(nn.Module):
         self.layer2 = self._stage(widths[1], widths[2], n, 2)
         self.layer3 = self._stage(widths[2], widths[3], n, 2)
         self.fc = nn.Linear(widths[3], num_classes)
-        _init_conv_bn(self)
+        init_weights(self, conv="kaiming")
 
     @staticmethod
     def _stage(cin: int, cout: int, blocks: int, stride: int) -> Stage:
@@ -40,15 +40,6 @@ class CifarResNet(nn.Module):
         feats, preacts = [f0], [f0]
         p = pooled(run_stages(f0, (self.layer1, self.layer2, self.layer3), feats, preacts))
         return self.fc(p), {"feats": feats, "preact_feats": preacts, "pooled_feat": p}
-
-
-def _init_conv_bn(model: nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
 
 _NARROW = [16, 16, 32, 64]

@@ -5,8 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..blocks import BasicBlock, Bottleneck, make_stages, pooled, run_stages
-from .resnet import _init_conv_bn
+from ..blocks import BasicBlock, Bottleneck, init_weights, make_stages, pooled, run_stages
 
 
 class CifarResNetV2(nn.Module):
@@ -17,7 +16,7 @@ class CifarResNetV2(nn.Module):
         stages, cin = make_stages(block, [64, 128, 256, 512], blocks, 64, 1, "shortcut")
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.linear = nn.Linear(cin, num_classes)
-        _init_conv_bn(self)
+        init_weights(self, conv="kaiming")
 
     def get_stage_channels(self) -> List[int]:
         # the host reports bottleneck widths for every depth; kept for compatibility

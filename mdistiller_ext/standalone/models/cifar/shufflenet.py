@@ -6,7 +6,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..blocks import Stage, pooled, run_stages
-from .resnet import _init_conv_bn
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -53,7 +52,6 @@ class ShuffleNetV1(nn.Module):
             cin = w
         self.layer1, self.layer2, self.layer3 = layers
         self.linear = nn.Linear(cin, num_classes)
-        _init_conv_bn(self)
 
     def forward(self, x: torch.Tensor):
         out = F.relu(self.bn1(self.conv1(x)))
@@ -122,7 +120,6 @@ class ShuffleNetV2(nn.Module):
         self.conv2 = nn.Conv2d(cin, last, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(last)
         self.linear = nn.Linear(last, num_classes)
-        _init_conv_bn(self)
 
     def get_stage_channels(self) -> List[int]:
         return [24] + list(self.widths)

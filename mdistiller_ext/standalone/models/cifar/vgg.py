@@ -5,7 +5,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .resnet import _init_conv_bn
+from ..blocks import init_weights
+
 
 # convolutions per stage; five stages of widths 64-128-256-512-512
 _DEPTHS = {"vgg8": [1, 1, 1, 1, 1], "vgg11": [1, 1, 2, 2, 2], "vgg13": [2, 2, 2, 2, 2],
@@ -29,10 +30,7 @@ class VGG(nn.Module):
             setattr(self, f"block{i}", _stage(cin, w, n))
             cin = w
         self.classifier = nn.Linear(512, num_classes)
-        _init_conv_bn(self)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.zeros_(m.bias)
+        init_weights(self, conv="sqrt2n", linear="small")
 
     def get_stage_channels(self) -> List[int]:
         return list(_WIDTHS)

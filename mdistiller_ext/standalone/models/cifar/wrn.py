@@ -5,7 +5,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .resnet import _init_conv_bn
+from ..blocks import init_weights
+
 
 
 class _PreActBlock(nn.Module):
@@ -50,8 +51,7 @@ class WideResNet(nn.Module):
         self.block3 = _Group(n, ch[2], ch[3], 2)
         self.bn1 = nn.BatchNorm2d(ch[3])
         self.fc = nn.Linear(ch[3], num_classes)
-        _init_conv_bn(self)
-        nn.init.zeros_(self.fc.bias)
+        init_weights(self, conv="sqrt2n", linear="zero_bias")
 
     def get_stage_channels(self) -> List[int]:
         return list(self.channels)

@@ -5,7 +5,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..cifar.resnet import _init_conv_bn
 from .resnet import _no_pretrained
 
 # (output channels, stride) of the 13 depthwise-separable units
@@ -31,7 +30,6 @@ class MobileNetV1Net(nn.Module):
         self.model = nn.Sequential(*layers)
         self.fc = nn.Linear(1024, num_classes)
         self.stage_ends = [3, 5, 11, 13]
-        _init_conv_bn(self)
 
     def get_stage_channels(self) -> List[int]:
         return [128, 256, 512, 1024]

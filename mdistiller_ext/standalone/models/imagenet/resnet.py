@@ -5,8 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..blocks import BasicBlock, Bottleneck, make_stages, pooled, run_stages
-from ..cifar.resnet import _init_conv_bn
+from ..blocks import BasicBlock, Bottleneck, init_weights, make_stages, pooled, run_stages
 
 
 class ImageNetResNet(nn.Module):
@@ -18,7 +17,7 @@ class ImageNetResNet(nn.Module):
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.fc = nn.Linear(cin, num_classes)
         self.expansion = block.expansion
-        _init_conv_bn(self)
+        init_weights(self, conv="sqrt2n")
 
     def get_stage_channels(self) -> List[int]:
         return [c * self.expansion for c in (64, 128, 256, 512)]

@@ -1,0 +1,45 @@
+"""The CIFAR-10 study's configs are the shipped ones with only the documented changes."""
+import pytest
+import yaml
+
+from mdistiller_ext import sweep
+from mdistiller_ext.config import flat_config
+from mdistiller_ext.train_cli import load_config
+
+from .conftest import ROOT
+
+STUDY = ROOT / "docs" / "cifar10_study"
+COMMON = {"SOLVER.EPOCHS", "SOLVER.LR_DECAY_STAGES", "EXT.CHANNELS_LAST", "EXT.DATA_ROOT", "LOG.PREFIX",
+          "EXPERIMENT.PROJECT", "EXPERIMENT.TAG"}
+STUDENT = COMMON | {"EXT.GRAD_PROBE_EVERY", "EXT.TEACHER_CKPT"}
+CONFIGS = {  # study config -> (shipped config, keys it may change)
+    "teacher_resnet20": ("vanilla/resnet20", COMMON | {"EXT.EXPORT_TEACHER"}),
+    "vanilla_resnet8": ("vanilla/resnet20", COMMON | {"EXT.GRAD_PROBE_EVERY", "EXT.EXPORT_TEACHER", "DISTILLER.STUDENT"}),
+    "kd": ("kd/res20_res8", STUDENT),
+    "dkd": ("dkd/res20_res8", STUDENT | {"DKD.WARMUP"}),
+    "dhkd": ("dhkd/res20_res8", STUDENT),
+    "aekt": ("aekt/res20_res8", STUDENT | {"AEKT.WARMUP"}),
+    "dhkd_one_head_bkl": ("dhkd/res20_res8", STUDENT | {"DHKD.HEAD", "DHKD.LOSS"}),
+    "dhkd_align": ("dhkd/res20_res8", STUDENT | {"SOLVER.TRAINER"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_study_config_changes_only_documented_keys(name):
+    shipped, allowed = CONFIGS[name]
+    ours = flat_config(load_config(str(STUDY / "configs" / f"{name}.yaml"), []))
+    base = flat_config(load_config(str(ROOT / "configs" / "cifar10" / f"{shipped}.yaml"), []))
+    changed = {k for k in ours if ours[k] != base[k]}
+    assert changed <= allowed, changed - allowed
+    assert ours["SOLVER.EPOCHS"] == (30 if name == "teacher_resnet20" else 15)
+    assert ours["SOLVER.LR"] == 0.05 and ours["SOLVER.BATCH_SIZE"] == 64
+
+
+def test_study_sweep_plans_the_teacher_first_then_seed_by_seed():
+    spec = yaml.safe_load((STUDY / "sweep.yaml").read_text())
+    runs = sweep.plan_configs(spec["runs"])
+    assert len(runs) == 1 + 5 * 3 + 2
+    assert runs[0].name == "teacher,resnet20" and runs[0].seed == 0
+    assert [r.seed for r in runs[1:8]] == [0] * 7 and [r.seed for r in runs[8:13]] == [1] * 5
+    teacher = load_config(str(STUDY / "configs" / "kd.yaml"), []).EXT.TEACHER_CKPT
+    assert teacher == f"{runs[0].run_dir}/student_best"
