@@ -11,6 +11,7 @@ from yacs.config import CfgNode
 from . import provenance, worklog
 from .config import flat_config
 from .recipes import CIFAR10_PAIRS, CIFAR100_PAIRS, IMAGENET_PAIRS
+from .errors import UserError
 from .reference import ReferenceTable
 
 PAIR_TABLES = {"cifar100": CIFAR100_PAIRS, "cifar10": CIFAR10_PAIRS, "imagenet": IMAGENET_PAIRS}
@@ -45,6 +46,14 @@ def pair_of(dataset: str, teacher: str, student: str) -> str:
     return f"{teacher}->{student}"
 
 
+def method_and_pair(dataset: str, kind: str, teacher: str, student: str) -> Tuple[str, str]:
+    """A vanilla run of one network (teacher == student) is a teacher, listed apart from the methods;
+    a vanilla run of a student (the CE-only baseline) is the method "vanilla" on its pair."""
+    if kind.upper() == "NONE":
+        return ("teacher", student) if teacher == student else ("vanilla", pair_of(dataset, teacher, student))
+    return kind.lower(), pair_of(dataset, teacher, student)
+
+
 def experiment_config(cfg: CfgNode) -> Dict[str, object]:
     """The flat config that defines the experiment: without the seed and keys that change no number."""
     skip = set(provenance.NUMBER_NEUTRAL_KEYS) | set(provenance.RESOLVED_KEYS) | {"EXT.SEED"}
@@ -62,7 +71,8 @@ def _identity(path: str, dataset_hint: Optional[str]) -> RunResult:
         ds = cfg.DATASET.TYPE
         seed = cfg.EXT.SEED if "EXT" in cfg else None
         experiment = cfg.get("EXPERIMENT") or {}
-        return RunResult(path, ds, cfg.DISTILLER.TYPE.lower(), pair_of(ds, cfg.DISTILLER.TEACHER, cfg.DISTILLER.STUDENT),
+        method, pair = method_and_pair(ds, cfg.DISTILLER.TYPE, cfg.DISTILLER.TEACHER, cfg.DISTILLER.STUDENT)
+        return RunResult(path, ds, method, pair,
                          seed, "missing", expected_epochs=cfg.SOLVER.EPOCHS, config=experiment_config(cfg),
                          tag=experiment.get("NAME") or experiment.get("TAG") or "", runtime=runtime)
     # mdistiller's runs: <project>/<method>,<teacher>,<student>[,KEY:VALUE...]
@@ -70,9 +80,12 @@ def _identity(path: str, dataset_hint: Optional[str]) -> RunResult:
     ds = dataset_hint or project.split("_")[0]
     tokens = SEED_IN_NAME.sub("", name).split(",")
     m = SEED_IN_NAME.search(name)
-    pair = f"{tokens[1]}_{tokens[2]}" if len(tokens) >= 3 else name
+    if tokens[0].lower() == "vanilla" and len(tokens) == 2:  # mdistiller's teacher runs: vanilla,<network>
+        method, pair = "teacher", tokens[1]
+    else:
+        method, pair = tokens[0].lower(), f"{tokens[1]}_{tokens[2]}" if len(tokens) >= 3 else name
     # without a config, the run's name (less the seed) is all that says which experiment it is
-    return RunResult(path, ds, tokens[0].lower(), pair, int(m.group(1)) if m else None, "missing",
+    return RunResult(path, ds, method, pair, int(m.group(1)) if m else None, "missing",
                      config={"run name": SEED_IN_NAME.sub("", name)}, tag=SEED_IN_NAME.sub("", name), runtime=runtime)
 
 
@@ -96,6 +109,17 @@ def read_run(path: str, dataset_hint: Optional[str] = None) -> RunResult:
     last = log.epochs[log.last_epoch]
     r.last_top1, r.last_top5 = last.get("test_acc"), last.get("test_acc_top5")
     return r
+
+
+REPORT_FILES = ("comparison.md", "comparison.csv", "bars.png")
+
+
+def check_report_dir(out: str, replace: bool) -> None:
+    """Refuse to write over an existing report (a committed example, say) unless asked to."""
+    existing = [f for f in REPORT_FILES if os.path.exists(os.path.join(out, f))]
+    if existing and not replace:
+        raise UserError(f"{out} already holds a report ({', '.join(existing)}); choose another --out, or pass "
+                        "--replace-report (replace_report: true in a sweep file) to write over it")
 
 
 def mean_std(values: Sequence[float]) -> Tuple[float, float]:
@@ -211,9 +235,17 @@ def table_rows(rows: Sequence[Row]) -> List[List[str]]:
 
 
 def write_markdown(rows: Sequence[Row], others: Sequence[RunResult], refs: ReferenceTable, path: str) -> str:
+    teachers = [r for r in rows if r.method == "teacher"]
+    rows = [r for r in rows if r.method != "teacher"]
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(rows)]
     lines.append("")
+    if teachers:
+        lines += ["Teachers (vanilla training of the teacher networks):", "",
+                  "| dataset | network | seeds | best top-1 | last top-1 | computed by |", "|---|---|---|---|---|---|"]
+        lines += [f"| {t.dataset} | {t.pair}{f' [{t.variant}]' if t.variant else ''} | {t.n} | "
+                  f"{_fmt(t.stats.get('best_top1'))} | {_fmt(t.stats.get('last_top1'))} | {t.runtime} |" for t in teachers]
+        lines.append("")
     lines.append("Top-1/top-5 in %, mean ± sample standard deviation over seeds; best = best epoch, last = final epoch. "
                  "Delta vs published: the best epoch on CIFAR, the last epoch on ImageNet (as those papers report).")
     used = sorted({r.source for r in rows if r.source})
@@ -282,8 +314,12 @@ def plot_curves(rows: Sequence[Row], path_for_pair) -> List[str]:
 
 
 def plot_bars(rows: Sequence[Row], path: str) -> str:
-    """Best-epoch top-1 per pair and method, with standard-deviation error bars and published marks."""
+    """Best-epoch top-1 per pair and method (teachers left out), with standard-deviation error bars and,
+    where there are published numbers, black marks; the axis starts at 0 so that bar lengths compare."""
     plt = _plt()
+    rows = [r for r in rows if r.method != "teacher"]
+    if not rows:
+        return ""
     pairs = sorted({(r.dataset, r.pair) for r in rows})
     methods = sorted({r.label for r in rows})
     width = 0.8 / max(len(methods), 1)
@@ -306,9 +342,9 @@ def plot_bars(rows: Sequence[Row], path: str) -> str:
     ax.set_xticks(range(len(pairs)))
     ax.set_xticklabels([f"{d}\n{p}" for d, p in pairs])
     ax.set_ylabel("best-epoch test top-1 (%)")
-    ax.set_title("mean ± std over seeds (black line: published)")
-    lows = [r.stats["best_top1"][0] - r.stats["best_top1"][1] for r in rows]
-    ax.set_ylim(max(0.0, min(lows) - 5), min(100.0, max(r.stats["best_top1"][0] for r in rows) + 5))
+    drawn = any(r.reference is not None for r in rows)
+    ax.set_title("mean ± std over seeds" + (" (black line: published)" if drawn else ""))
+    ax.set_ylim(0.0, min(100.0, max(r.stats["best_top1"][0] + r.stats["best_top1"][1] for r in rows) + 8))
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()

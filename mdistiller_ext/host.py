@@ -31,12 +31,23 @@ if HAS_MDISTILLER:
     from mdistiller.engine.cfg import CFG as _HOST_CFG
     from mdistiller.models import cifar_model_dict, imagenet_model_dict
 else:
-    from .standalone._base import Distiller, Vanilla
     from .standalone.cfg import CFG as _HOST_CFG
-    from .standalone.models import cifar_model_dict, imagenet_model_dict
 
     _host_distillers: Dict[str, type] = {}
     _host_trainers: Dict[str, type] = {}
+
+    def __getattr__(name: str):
+        """The stand-ins' torch-based pieces load on first use, so that importing the package (and
+        ``tools/train.py --help``) does not pay for torch where mdistiller is absent."""
+        if name in ("Distiller", "Vanilla"):
+            from .standalone import _base
+
+            return getattr(_base, name)
+        if name in ("cifar_model_dict", "imagenet_model_dict"):
+            from .standalone import models
+
+            return getattr(models, name)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["HAS_MDISTILLER", "Distiller", "Vanilla", "cifar_model_dict", "imagenet_model_dict",
            "register", "base_cfg", "distiller_registry", "host_trainers"]

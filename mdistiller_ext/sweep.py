@@ -84,6 +84,22 @@ def plan_configs(entries: Sequence[Dict], overrides: Sequence[str] = ()) -> List
     return specs
 
 
+def missing_teacher(spec: RunSpec, planned: Sequence[RunSpec] = ()) -> str:
+    """'' if the run's teacher can be found (or is made by an earlier planned run), else why not."""
+    from .builders import teacher_path
+
+    cfg = load_config(spec.config, spec.overrides)
+    if cfg.DISTILLER.TYPE == "NONE":
+        return ""
+    try:
+        teacher_path(cfg)
+    except UserError as e:
+        made_here = [p for p in planned if p is not spec and cfg.EXT.TEACHER_CKPT and
+                     os.path.normpath(os.path.dirname(cfg.EXT.TEACHER_CKPT)) == os.path.normpath(p.run_dir)]
+        return "" if made_here else str(e)
+    return ""
+
+
 def status(spec: RunSpec) -> str:
     """finished (worklog ends with best_acc), partial (a checkpoint to resume), or missing."""
     from . import worklog

@@ -4,18 +4,22 @@ With mdistiller installed and CUDA available (EXT.ENGINE auto), the run goes thr
 mdistiller's own trainers (SOLVER.TRAINER); otherwise through this project's engine. Either way
 the run directory is LOG.PREFIX/EXPERIMENT.PROJECT/<name>[,KEY:VALUE...].
 """
+from __future__ import annotations
+
 import argparse
 import hashlib
 import re
 import os
 import sys
-from typing import List, Optional, Tuple
+from typing import TYPE_CHECKING, List, Optional, Tuple
 
-import torch
 from yacs.config import CfgNode
 
 from . import host
 from .errors import UserError
+
+if TYPE_CHECKING:  # torch loads on first use: --help and config errors answer without it
+    import torch
 
 
 KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")  # a config key, e.g. SOLVER.EPOCHS
@@ -114,6 +118,8 @@ def experiment_name(cfg: CfgNode, opts: List[str]) -> str:
 
 
 def pick_device(cfg: CfgNode, local_rank: int = 0) -> torch.device:
+    import torch
+
     want = cfg.EXT.DEVICE
     if want == "auto":
         # under torchrun each process drives the GPU of its LOCAL_RANK
@@ -197,10 +203,12 @@ def resolve_run(args: argparse.Namespace) -> Tuple[CfgNode, str]:
 
 
 def run(argv: Optional[List[str]] = None) -> float:
+    args = parse_args(argv)  # before torch loads: --help answers at once
+    import torch
+
     from .engine.distributed import barrier, init_from_env
     from .validate import validate
 
-    args = parse_args(argv)
     cfg, name = resolve_run(args)
     if cfg.EXT.THREADS > 0:
         torch.set_num_threads(cfg.EXT.THREADS)
@@ -293,6 +301,8 @@ def train_with_host(cfg: CfgNode, name: str, distiller: torch.nn.Module, train_l
                     resume: bool, teacher_info: Optional[dict] = None) -> float:
     """mdistiller's own route: its trainer (SOLVER.TRAINER) on the distiller wrapped in DataParallel, as
     its tools/train.py does; this project adds only the runtime record and wandb's start, as the host's script."""
+    import torch
+
     from . import provenance, worklog
     from .engine.wandb_log import start_wandb
     from .checkpoint import load_safe

@@ -181,7 +181,8 @@ def test_compare_end_to_end(tmp_path):
     env = dict(os.environ)
     tool = [sys.executable, str(ROOT / "tools/compare.py"), "--sweep", str(sweep_file)]
     dry = subprocess.run(tool + ["--dry-run"], cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert dry.returncode == 0 and dry.stdout.count("missing") == 4 and not (tmp_path / "out").exists()
+    assert dry.returncode == 0 and dry.stdout.count("not run yet") == 4 and not (tmp_path / "out").exists()
+    assert "need a teacher" not in dry.stderr  # the teacher exists
     r = subprocess.run(tool, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     table = (tmp_path / "report/comparison.md").read_text()
@@ -190,12 +191,15 @@ def test_compare_end_to_end(tmp_path):
         assert (tmp_path / "report" / f).is_file()
     logs = sorted(p.name for p in (tmp_path / "report/logs").iterdir())
     mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("student_latest")}
-    again = subprocess.run(tool, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    refused = subprocess.run(tool, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 2 and "already holds a report" in refused.stderr  # no silent overwrite
+    again = subprocess.run(tool + ["--replace-report"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and again.stdout.count("finished, skipped") == 4
     assert mtimes == {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("student_latest")}
     assert len(logs) == 4
     # a sweep with a failing run reports it and exits non-zero, after tabulating the rest
-    bad = subprocess.run(tool + ["--methods", "kd", "reviewkd"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    bad = subprocess.run(tool + ["--methods", "kd", "reviewkd", "--replace-report"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=600)
     from mdistiller_ext.host import HAS_MDISTILLER
 
     if HAS_MDISTILLER:  # mdistiller's ReviewKD runs on this engine, on the CPU too
@@ -280,3 +284,26 @@ def test_probe_plot_from_the_runs_csv(tmp_path):
     plain = make_run(tmp_path, "q", "dkd0", {1: 60.0}, cfg=cfg("dkd", "resnet56", "resnet20", 0, 1))
     assert aggregate.plot_probe(aggregate.summarize([aggregate.read_run(str(plain))], reference.load()),
                                 lambda ds, p: str(tmp_path / "none.png")) == []
+
+
+def test_dry_run_says_not_run_yet_and_warns_about_missing_teachers(tmp_path):
+    tool = [sys.executable, str(ROOT / "tools/compare.py"), "--dataset", "cifar10", "--methods", "kd", "dhkd",
+            "--pairs", "res20_res8", "--seeds", "0", "--set", "EXT.CKPT_ROOT", "nowhere", "LOG.PREFIX", "out"]
+    r = subprocess.run(tool + ["--dry-run"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("not run yet") == 2 and "missing" not in r.stdout
+    assert r.stdout.count("warning: no cifar10 teacher checkpoint for resnet20") == 2
+    assert "2 of 2 runs need a teacher that does not exist yet" in r.stderr
+
+
+def test_teachers_are_listed_apart_from_the_methods(tmp_path):
+    teacher = make_run(tmp_path, "p", "t", {1: 80.0}, cfg=cfg("none", "resnet20", "resnet20", 0, 1, "cifar10"))
+    student = make_run(tmp_path, "p", "v", {1: 60.0}, cfg=cfg("none", "resnet20", "resnet8", 0, 1, "cifar10"))
+    kd = make_run(tmp_path, "p", "k", {1: 65.0}, cfg=cfg("kd", "resnet20", "resnet8", 0, 1, "cifar10"))
+    rows = aggregate.summarize([aggregate.read_run(str(d)) for d in (teacher, student, kd)], reference.load())
+    assert sorted((r.method, r.pair) for r in rows) == [("kd", "res20_res8"), ("teacher", "resnet20"),
+                                                        ("vanilla", "res20_res8")]
+    text = aggregate.write_markdown(rows, [], reference.load(), str(tmp_path / "c.md"))
+    table, teachers = text.split("Teachers")
+    assert "resnet20->resnet20" not in text and "| teacher |" not in table
+    assert "| cifar10 | res20_res8 | vanilla | 1 |" in table and "| cifar10 | resnet20 | 1 | 80.00" in teachers

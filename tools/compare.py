@@ -23,7 +23,7 @@ import yaml  # noqa: E402
 from mdistiller_ext import aggregate, reference, sweep  # noqa: E402
 from mdistiller_ext.errors import UserError  # noqa: E402
 
-SWEEP_KEYS = {"dataset", "methods", "pairs", "seeds", "set", "out", "runs"}
+SWEEP_KEYS = {"dataset", "methods", "pairs", "seeds", "set", "out", "runs", "replace_report"}
 
 
 def parse(argv=None):
@@ -40,6 +40,8 @@ def parse(argv=None):
     ap.add_argument("--dry-run", action="store_true")
     ap.add_argument("--no-run", action="store_true", help="only aggregate the planned runs that exist")
     ap.add_argument("--reference", default=reference.DEFAULT_PATH, help="reference-results yaml")
+    ap.add_argument("--replace-report", action="store_true",
+                    help="write the report over an existing one in --out (refused otherwise, e.g. a committed example)")
     ap.add_argument("--pool-runtimes", action="store_true",
                     help="pool runs of one config even when they were computed differently (route, precision, data "
                          "path, zoo, versions); by default such runs are separate rows")
@@ -53,6 +55,7 @@ def parse(argv=None):
             raise UserError(f"{args.sweep}: unknown keys {sorted(unknown)}; allowed: {sorted(SWEEP_KEYS)}")
         overrides = [str(x) for kv in (spec.get("set") or {}).items() for x in kv]
         args.config_runs = spec.get("runs")
+        args.replace_report = args.replace_report or bool(spec.get("replace_report"))
         for key, value in (("dataset", spec.get("dataset")), ("methods", spec.get("methods")), ("pairs", spec.get("pairs")),
                            ("seeds", spec.get("seeds")), ("set", overrides or None), ("out", spec.get("out"))):
             if getattr(args, key) is None and value is not None:
@@ -90,6 +93,7 @@ def main(argv=None) -> int:
             dirs = sorted({d for pattern in args.runs for d in glob.glob(pattern) if os.path.isdir(d)})
             if not dirs:
                 raise UserError(f"no run directories match {' '.join(args.runs)}")
+            aggregate.check_report_dir(args.out, args.replace_report)
             report([aggregate.read_run(d, args.dataset) for d in dirs], refs, args.out, args.pool_runtimes)
             return 0
         if args.config_runs:
@@ -97,13 +101,23 @@ def main(argv=None) -> int:
         else:
             specs = sweep.plan(args.dataset, args.methods, args.pairs, args.seeds, args.set)
         if args.dry_run:
+            no_teacher = []
             for s in specs:
                 state = sweep.status(s)
                 action = {"finished": "skip", "partial": "resume", "missing": "run"}[state]
-                print(f"{state:9s} {s.label} -> {action} in {s.run_dir}")
+                words = {"finished": "finished", "partial": "partial", "missing": "not run yet"}[state]
+                print(f"{words:12s} {s.label} -> {action} in {s.run_dir}")
                 if action != "skip":
-                    print(f"          python {' '.join(os.path.relpath(a) if os.path.isabs(a) else a for a in sweep.command(s, state)[1:])}")
+                    print(f"             python {' '.join(os.path.relpath(a) if os.path.isabs(a) else a for a in sweep.command(s, state)[1:])}")
+                    missing = sweep.missing_teacher(s, specs)
+                    if missing:
+                        no_teacher.append(s)
+                        print(f"             warning: {missing}")
+            if no_teacher:
+                print(f"warning: {len(no_teacher)} of {len(specs)} runs need a teacher that does not exist yet "
+                      "(train it first, e.g. with the vanilla config named above)", file=sys.stderr)
             return 0
+        aggregate.check_report_dir(args.out, args.replace_report)
         failed = []
         if not args.no_run:
             failed = sweep.execute(specs, os.path.join(args.out, "logs"))["failed"]
