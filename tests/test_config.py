@@ -134,3 +134,19 @@ def test_experiment_name_follows_host_and_flattens_paths():
     assert name == os.path.join("proj", "tag,LOG.PREFIX:_tmp_a_b,EXT.SEED:1")
     assert os.path.dirname(name) == "proj"  # one level: the value did not nest directories
 
+
+
+def test_integers_are_accepted_for_float_keys_in_files_and_overrides(tmp_path):
+    from mdistiller_ext.errors import UserError
+    from mdistiller_ext.train_cli import load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("DISTILLER: {TYPE: DHKD}\nDHKD: {T: 3}\n")
+    cfg = load_config(str(path), ["DHKD.ALPHA", "2"])
+    assert cfg.DHKD.T == 3.0 and isinstance(cfg.DHKD.T, float) and isinstance(cfg.DHKD.ALPHA, float)
+    path.write_text("DHKD: {TT: 3}\n")
+    with pytest.raises(UserError, match=r"c.yaml: unknown config key DHKD.TT; did you mean DHKD.T\?"):
+        load_config(str(path), [])
+    path.write_text("SOLVER: {EPOCHS: many}\n")
+    with pytest.raises(UserError, match="SOLVER.EPOCHS = 'many' has the wrong type: expected an integer"):
+        load_config(str(path), [])

@@ -1,4 +1,6 @@
 """Real runs of tools/train.py in subprocesses on a tiny on-disk CIFAR-10 (JPEG layout)."""
+import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -41,6 +43,7 @@ def work(tmp_path_factory):
                     {"DISTILLER": {"STUDENT": "resnet8"}, "SOLVER": {"EPOCHS": 2, "BATCH_SIZE": 16}})
     r = run_train(["--cfg", cfg], w)
     assert r.returncode == 0, r.stderr
+    (w / "teacher_stdout.txt").write_text(r.stdout)
     return w
 
 
@@ -52,6 +55,33 @@ def test_teacher_training_exports_to_teacher_layout(work):
     exported = work / "ckpts" / "cifar10_teachers" / "resnet8_vanilla" / "ckpt_epoch_2.pth"
     sd = torch.load(exported, weights_only=True)["model"]
     cifar_model_dict["resnet8"][0](num_classes=10).load_state_dict(sd)
+    # the best epoch by default (the model best_acc describes), with a record beside it
+    run = next((work / "out" / "cifar10_teachers").iterdir())
+    best = torch.load(run / "student_best", weights_only=True)["model"]
+    assert all(torch.equal(sd[k], best[k]) for k in sd)
+    record = json.loads(exported.with_suffix(".json").read_text())
+    log = worklog.read(run / "worklog.txt")
+    assert record["which"] == "best" and record["test_acc"] == log.best_acc
+    assert log.epochs[record["epoch"]]["test_acc"] == log.best_acc and record["source_run"].endswith(run.name)
+    # one line per epoch although stdout is not a terminal
+    lines = (work / "teacher_stdout.txt").read_text().splitlines()
+    assert [line.split(" |")[0] for line in lines if line.startswith("epoch ")] == ["epoch 1/2", "epoch 2/2"]
+    assert f"({record['which']} epoch {record['epoch']}, test top-1 {record['test_acc']:.2f})" in lines[-2]
+
+
+def test_student_reports_and_records_its_teacher(work):
+    cfg = write_cfg(work, "teacher_info.yaml", "cifar10/kd/res20_res8.yaml",
+                    {"DISTILLER": {"TEACHER": "resnet8"}, "SOLVER": {"EPOCHS": 1, "BATCH_SIZE": 16},
+                     "EXPERIMENT": {"TAG": "teacher_info"}})
+    r = run_train(["--cfg", cfg], work)
+    assert r.returncode == 0, r.stderr
+    exported = work / "ckpts" / "cifar10_teachers" / "resnet8_vanilla" / "ckpt_epoch_2.pth"
+    record = json.loads(exported.with_suffix(".json").read_text())
+    line = next(x for x in r.stdout.splitlines() if x.startswith("teacher: "))
+    assert str(exported.relative_to(work)) in line and f"recorded test top-1 {record['test_acc']:.2f}" in line
+    info = json.loads((run_dir(work, "cifar10_kd", "teacher_info") / "runtime.json").read_text())
+    assert info["teacher"]["sha256"] == hashlib.sha256(exported.read_bytes()).hexdigest() == info["teacher_sha256"]
+    assert info["teacher"]["test_acc"] == record["test_acc"]
 
 
 @pytest.mark.parametrize("method,extra", [
