@@ -82,6 +82,16 @@ def test_student_reports_and_records_its_teacher(work):
     info = json.loads((run_dir(work, "cifar10_kd", "teacher_info") / "runtime.json").read_text())
     assert info["teacher"]["sha256"] == hashlib.sha256(exported.read_bytes()).hexdigest() == info["teacher_sha256"]
     assert info["teacher"]["test_acc"] == record["test_acc"]
+    # how the run was computed, as resolved on this machine (config.yaml says "auto")
+    from mdistiller_ext.host import HAS_MDISTILLER
+
+    assert info["route"] == "mdistiller_ext engine" and info["amp"] == "fp32" and info["world_size"] == 1
+    assert info["data_path"] == "device-resident (fast)" and info["channels_last"] is False
+    assert info["zoo"] == ("host (mdistiller)" if HAS_MDISTILLER else "standalone")
+    assert info["torch"] == torch.__version__ and info["mdistiller_ext_commit"]
+    assert info["cost"][0]["epochs"] == [1, 1] and info["cost"][0]["cpu_s"] > 0
+    header = (run_dir(work, "cifar10_kd", "teacher_info") / "worklog.txt").read_text().splitlines()[0]
+    assert header.startswith("# runtime: route=mdistiller_ext engine | device=cpu") and "teacher_sha256=" in header
 
 
 @pytest.mark.parametrize("method,extra", [
