@@ -43,3 +43,20 @@ def test_study_sweep_plans_the_teacher_first_then_seed_by_seed():
     assert [r.seed for r in runs[1:8]] == [0] * 7 and [r.seed for r in runs[8:13]] == [1] * 5
     teacher = load_config(str(STUDY / "configs" / "kd.yaml"), []).EXT.TEACHER_CKPT
     assert teacher == f"{runs[0].run_dir}/student_best"
+
+
+def test_claims_arithmetic():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("study_claims", STUDY / "claims.py")
+    claims = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(claims)
+    d, se = claims.compare([71.0, 72.0, 73.0], [70.0, 71.0, 72.0])
+    assert d == pytest.approx(1.0) and se == pytest.approx((1 / 3 + 1 / 3) ** 0.5)
+    assert claims.verdict(d, se, 1) == "cannot be resolved at this size"
+    assert claims.verdict(3.0, 1.0, 1) == "supported" and claims.verdict(-3.0, 1.0, 1) == "contradicted"
+    assert claims.verdict(-3.0, 1.0, -1) == "supported"
+    # a single run borrows the other side's spread; one run on each side has none
+    d, se = claims.compare([60.0], [70.0, 71.0, 72.0])
+    assert d == pytest.approx(-11.0) and se == pytest.approx((1.0 + 1 / 3) ** 0.5)
+    assert claims.compare([1.0], [2.0]) is None
