@@ -15,7 +15,7 @@ import torch
 
 from common import alternate, header, median
 
-from mdistiller_ext import host
+from mdistiller_ext import host, registration
 from mdistiller_ext.builders import build_model
 from mdistiller_ext.engine.step import forward_backward
 from mdistiller_ext.recipes import CIFAR10_PAIRS, CIFAR100_PAIRS
@@ -27,7 +27,7 @@ def build(method: str, pair: str, dataset: str, channels_last: bool, compile_: b
     cfg = host.base_cfg()
     torch.manual_seed(0)
     s, t = build_model(p.student, dataset, classes), build_model(p.teacher, dataset, classes)
-    d = host.distiller_registry()[method](s, t, cfg)
+    d = registration.distiller_registry()[method](s, t, cfg)
     d.teacher.requires_grad_(False)
     d = d.to(memory_format=torch.channels_last) if channels_last else d
     if compile_:

@@ -5,7 +5,8 @@ Importing the package registers the methods with mdistiller when it is installed
 in ``mdistiller.engine.cfg.CFG``, and the ``align`` trainer in ``mdistiller.engine.trainer_dict``.
 Without mdistiller the same names come from ``mdistiller_ext.standalone``.
 """
-from .host import HAS_MDISTILLER, register
+from .host import HAS_MDISTILLER
+from .registration import register
 
 register()
 

@@ -4,7 +4,7 @@ from typing import Optional, Tuple
 import torch.nn as nn
 from yacs.config import CfgNode
 
-from . import host
+from . import host, registration
 from .checkpoint import load_into
 from .errors import UserError
 from .teachers import resolve_teacher_checkpoint
@@ -62,7 +62,7 @@ def build_distiller(cfg: CfgNode, num_classes: int, num_data: int, load_teacher:
     """Returns (distiller, student). ``load_teacher=False`` leaves the teacher's weights as initialised
     (for loading a whole distiller checkpoint, which holds them)."""
     kind = cfg.DISTILLER.TYPE
-    registry = host.distiller_registry()
+    registry = registration.distiller_registry()
     if kind != "NONE" and kind not in registry:
         if kind in host.HOST_ONLY_METHODS:
             raise UserError(f"DISTILLER.TYPE {kind} requires mdistiller (not installed); "

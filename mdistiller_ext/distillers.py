@@ -80,7 +80,7 @@ class DHKD(Distiller):
         self.num_classes = fc.out_features
         self.aux_head = None
         if self.c.HEAD != "none":
-            rule = student_linear_rule(cfg.DISTILLER.STUDENT) if self.c.HEAD_INIT == "student" else "default"
+            rule = student_linear_rule(student) if self.c.HEAD_INIT == "student" else "default"
             self.aux_head = AuxiliaryHead(fc.in_features, fc.out_features, self.c.HEAD, self.c.HIDDEN, self.c.DROPOUT, rule)
         self.logit_loss = {"bkl_norm": losses.binary_kl_norm, "bkl": losses.binary_kl}[self.c.LOSS]
 

@@ -9,13 +9,15 @@ from .standalone.models.blocks import init_linear
 
 HEAD_TYPES = ("linear", "nonlinear", "none")
 HEAD_INITS = ("student", "default")
-# the rule each zoo student's own init loop applies to its linear layers (by model name prefix); DHKD's
-# authors put the auxiliary head inside the student, so it got the same rule
-STUDENT_LINEAR_INIT = (("vgg", "small"), ("MobileNetV2", "small"), ("wrn", "zero_bias"))
+# the rule each zoo student's own init loop applies to its linear layers, by the student's class (the
+# host's and the stand-in's names); DHKD's authors put the auxiliary head inside the student, so it got
+# the same rule
+STUDENT_LINEAR_INIT = (("VGG", "small"), ("MobileNetV2", "small"), ("WideResNet", "zero_bias"))
 
 
-def student_linear_rule(student_name: str) -> str:
-    return next((rule for prefix, rule in STUDENT_LINEAR_INIT if student_name.startswith(prefix)), "default")
+def student_linear_rule(student: nn.Module) -> str:
+    name = type(student).__name__
+    return next((rule for prefix, rule in STUDENT_LINEAR_INIT if name.startswith(prefix)), "default")
 
 
 class AuxiliaryHead(nn.Module):

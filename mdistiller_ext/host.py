@@ -1,8 +1,9 @@
 """The host layer: the only module that knows whether mdistiller is installed.
 
 With mdistiller importable (and MDISTILLER_EXT_STANDALONE unset), everything here is the host's
-own object and ``register()`` adds this project's methods to it. Otherwise the host-compatible
-implementations in ``mdistiller_ext.standalone`` stand in with the same names and contracts.
+own object; ``registration.register()`` adds this project's methods to it. Otherwise the
+host-compatible implementations in ``mdistiller_ext.standalone`` stand in with the same names
+and contracts. This module imports nothing else of the package but its config nodes.
 """
 import importlib.util
 import os
@@ -49,43 +50,26 @@ else:
             return getattr(models, name)
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-__all__ = ["HAS_MDISTILLER", "Distiller", "Vanilla", "cifar_model_dict", "imagenet_model_dict",
-           "register", "base_cfg", "distiller_registry", "host_trainers"]
-
-_registered = False
-
-
-def register() -> None:
-    """Add DHKD/AEKT (and the CFG nodes, and the gradient-alignment trainer) to the host. Idempotent."""
-    global _registered
-    config.add_nodes(_HOST_CFG)
-    if not HAS_MDISTILLER or _registered:
-        return
-    from .distillers import METHODS
-    from .engine.host_trainer import make_align_trainer
-
-    for name, cls in METHODS.items():
-        _host_distillers.setdefault(name, cls)
-    _host_trainers.setdefault("align", make_align_trainer(_host_trainers["base"]))
-    _registered = True
+__all__ = ["HAS_MDISTILLER", "Distiller", "Vanilla", "cifar_model_dict", "imagenet_model_dict", "base_cfg",
+           "host_distillers", "host_trainer_dict"]
 
 
 def base_cfg() -> CfgNode:
     """A fresh, unfrozen copy of the host's default CFG with this project's nodes."""
-    register()
+    config.add_nodes(_HOST_CFG)
     return _HOST_CFG.clone()
 
 
-def distiller_registry() -> Dict[str, type]:
-    """DISTILLER.TYPE -> class: the host's dict (plus ours) or the standalone set."""
-    from .distillers import METHODS, STANDALONE_BASELINES
-
-    if HAS_MDISTILLER:
-        register()
-        return dict(_host_distillers)
-    return {**STANDALONE_BASELINES, **METHODS}
+def host_cfg() -> CfgNode:
+    """The host's own global CFG object (registration adds this project's nodes to it)."""
+    return _HOST_CFG
 
 
-def host_trainers() -> Dict[str, type]:
-    register()
-    return dict(_host_trainers)
+def host_distillers() -> Dict[str, type]:
+    """mdistiller's own ``distiller_dict`` object (empty without mdistiller), for registration to fill."""
+    return _host_distillers
+
+
+def host_trainer_dict() -> Dict[str, type]:
+    """mdistiller's own ``trainer_dict`` object (empty without mdistiller), for registration to fill."""
+    return _host_trainers

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, List, Optional, Tuple
 
 from yacs.config import CfgNode
 
-from . import host
+from . import host, registration
 from .errors import UserError
 
 if TYPE_CHECKING:  # torch loads on first use: --help and config errors answer without it
@@ -308,7 +308,7 @@ def train_with_host(cfg: CfgNode, name: str, distiller: torch.nn.Module, train_l
     from .checkpoint import load_safe
 
     distiller = torch.nn.DataParallel(distiller.cuda())
-    trainer = host.host_trainers()[cfg.SOLVER.TRAINER](name, distiller, train_loader, val_loader, cfg)
+    trainer = registration.host_trainers()[cfg.SOLVER.TRAINER](name, distiller, train_loader, val_loader, cfg)
     latest = os.path.join(trainer.log_path, "latest")
     resumed_from = int(load_safe(latest).get("epoch", 0)) if resume and os.path.exists(latest) else None
     info = provenance.describe(f"mdistiller {type(trainer).__name__}", torch.device("cuda", torch.cuda.current_device())

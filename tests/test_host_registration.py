@@ -109,10 +109,10 @@ def test_import_registers_into_host(tmp_path):
 
 
 def test_standalone_without_host():
-    from mdistiller_ext import host
+    from mdistiller_ext import host, registration
 
     if host.HAS_MDISTILLER:
         pytest.skip("mdistiller is installed here")
-    reg = host.distiller_registry()
+    reg = registration.distiller_registry()
     assert {"KD", "DKD", "DHKD", "AEKT"} <= set(reg)
-    assert host.host_trainers() == {}
+    assert registration.host_trainers() == {}

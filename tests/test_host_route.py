@@ -74,9 +74,9 @@ def train_through_host(cfg, opts):
     name = experiment_name(cfg, opts)
     before = {k: v.clone() for k, v in distiller.state_dict().items()}
     captured = {}
-    from mdistiller_ext import host
+    from mdistiller_ext import registration
 
-    base = host.host_trainers()[cfg.SOLVER.TRAINER]
+    base = registration.host_trainers()[cfg.SOLVER.TRAINER]
     real_init = base.__init__
 
     def spy(self, *a, **k):  # keep the trainer the host builds, to look at its optimizer

@@ -142,7 +142,6 @@ def test_kd_off_epoch_and_main_kd_option():
     ("resnet8", "student", "default"), ("vgg8", "default", "default")])
 def test_dhkd_head_follows_the_students_init_rule(student, head_init, expect):
     cfg = host.base_cfg()
-    cfg.DISTILLER.STUDENT = student
     cfg.DHKD.HEAD_INIT = head_init
     torch.manual_seed(0)
     s = cifar_model_dict[student][0](num_classes=100)

@@ -1,6 +1,6 @@
 """The gradient-alignment trainer for mdistiller's own engine (registered as trainer "align").
 
-Built on the host's BaseTrainer (passed in by ``host.register``), so logging, checkpoints and
+Built on the host's BaseTrainer (passed in by ``registration.register``), so logging, checkpoints and
 resume stay the host's; only one training iteration changes, and it runs this project's step
 function (``step.forward_backward`` with alignment), the same one the standalone engine runs.
 """

@@ -1,0 +1,86 @@
+"""The package's import graph has no cycles (every import counts, at module level or inside a function)."""
+import ast
+from pathlib import Path
+from typing import Dict, List, Set
+
+from .conftest import ROOT
+
+PACKAGE = "mdistiller_ext"
+
+
+def modules() -> Dict[str, Path]:
+    out = {}
+    for path in (ROOT / PACKAGE).rglob("*.py"):
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = path
+    return out
+
+
+def import_graph() -> Dict[str, Set[str]]:
+    mods = modules()
+    graph = {}
+    for name, path in mods.items():
+        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package[:len(package) - (node.level - 1)]
+                    target = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    target = node.module or ""
+                for a in node.names:  # "from . import host" names a module; "from .x import f" a module's member
+                    deps.add(f"{target}.{a.name}" if f"{target}.{a.name}" in mods else target)
+        graph[name] = {d for d in deps if d in mods and d != name}
+    return graph
+
+
+def cycles(graph: Dict[str, Set[str]]) -> List[List[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: Dict[str, int] = {}
+    low: Dict[str, int] = {}
+    stack: List[str] = []
+    found: List[List[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_cycle_detector_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_import_cycles_in_the_package():
+    graph = import_graph()
+    assert "mdistiller_ext.host" in graph and graph["mdistiller_ext.registration"] >= {"mdistiller_ext.host"}
+    assert cycles(graph) == []
+
+
+def test_the_host_adapter_imports_no_method_or_engine_module():
+    assert import_graph()["mdistiller_ext.host"] <= {"mdistiller_ext.config", "mdistiller_ext.standalone._base",
+                                                     "mdistiller_ext.standalone.cfg", "mdistiller_ext.standalone.models"}
