@@ -283,34 +283,50 @@ def _plt():
     return plt
 
 
-def plot_curves(rows: Sequence[Row], path_for_pair) -> List[str]:
-    """One PNG per pair: test top-1 per epoch, mean over seeds (band: min to max)."""
+def _plot_per_epoch(rows: Sequence[Row], path_for_pair, series, ylabel: str, title: str, zero_line: bool = False
+                    ) -> List[str]:
+    """One PNG per pair: for each row, ``series(run)`` ({epoch: value}, or empty) averaged over the row's
+    runs on the epochs they share, with a min..max band; pairs without any series are skipped."""
     plt = _plt()
     from matplotlib.ticker import MaxNLocator
 
     written = []
     for (ds, pair) in sorted({(r.dataset, r.pair) for r in rows}):
-        fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
+        lines = []
         for r in (x for x in rows if (x.dataset, x.pair) == (ds, pair)):
-            epochs = sorted(set.intersection(*[set(run.epochs) for run in r.runs]))
-            curves = [[run.epochs[e]["test_acc"] for e in epochs] for run in r.runs]
-            mean = [sum(c[i] for c in curves) / len(curves) for i in range(len(epochs))]
-            line, = ax.plot(epochs, mean, label=f"{r.label} (n={r.n})", marker="o" if len(epochs) < 30 else None)
-            if len(curves) > 1:
-                ax.fill_between(epochs, [min(c[i] for c in curves) for i in range(len(epochs))],
-                                [max(c[i] for c in curves) for i in range(len(epochs))], alpha=0.2, color=line.get_color())
+            per_run = [c for c in (series(run) for run in r.runs) if c]
+            if per_run:
+                lines.append((r, per_run))
+        if not lines:
+            continue
+        fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
+        for r, per_run in lines:
+            epochs = sorted(set.intersection(*[set(c) for c in per_run]))
+            mean = [sum(c[e] for c in per_run) / len(per_run) for e in epochs]
+            line, = ax.plot(epochs, mean, label=f"{r.label} (n={len(per_run)})", marker="o" if len(epochs) < 30 else None)
+            if len(per_run) > 1:
+                ax.fill_between(epochs, [min(c[e] for c in per_run) for e in epochs],
+                                [max(c[e] for c in per_run) for e in epochs], alpha=0.2, color=line.get_color())
+        if zero_line:
+            ax.axhline(0.0, color="black", linewidth=0.8)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel("test top-1 (%)")
-        ax.set_title(f"{ds} {pair}: test accuracy (mean over seeds, band = min..max)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{ds} {pair}: {title}")
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
         fig.tight_layout()
         path = path_for_pair(ds, pair)
         fig.savefig(path)
         plt.close(fig)
         written.append(path)
     return written
+
+
+def plot_curves(rows: Sequence[Row], path_for_pair) -> List[str]:
+    """One PNG per pair: test top-1 per epoch, mean over seeds (band: min to max)."""
+    return _plot_per_epoch(rows, path_for_pair, lambda run: {e: v["test_acc"] for e, v in run.epochs.items()},
+                           "test top-1 (%)", "test accuracy (mean over seeds, band = min..max)")
 
 
 def plot_bars(rows: Sequence[Row], path: str) -> str:
@@ -368,36 +384,10 @@ def _probe_epochs(run_dir: str) -> Dict[int, List[float]]:
 
 
 def plot_probe(rows: Sequence[Row], path_for_pair) -> List[str]:
-    """One PNG per pair with probe data: the cosine of the task and distillation gradients per epoch,
-    mean over each row's seeds of the per-epoch means (band: min..max over seeds)."""
-    plt = _plt()
-    written = []
-    for (ds, pair) in sorted({(r.dataset, r.pair) for r in rows}):
-        curves = []
-        for r in (x for x in rows if (x.dataset, x.pair) == (ds, pair)):
-            per_run = [{e: sum(v) / len(v) for e, v in _probe_epochs(run.path).items()} for run in r.runs]
-            per_run = [c for c in per_run if c]
-            if per_run:
-                curves.append((r, per_run))
-        if not curves:
-            continue
-        fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
-        for r, per_run in curves:
-            epochs = sorted(set.intersection(*[set(c) for c in per_run]))
-            mean = [sum(c[e] for c in per_run) / len(per_run) for e in epochs]
-            line, = ax.plot(epochs, mean, marker="o", label=f"{r.label} (n={len(per_run)})")
-            if len(per_run) > 1:
-                ax.fill_between(epochs, [min(c[e] for c in per_run) for e in epochs],
-                                [max(c[e] for c in per_run) for e in epochs], alpha=0.2, color=line.get_color())
-        ax.axhline(0.0, color="black", linewidth=0.8)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("cos(g_task, g_kd) on the shared student parameters")
-        ax.set_title(f"{ds} {pair}: gradient conflict (below 0: the gradients conflict)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = path_for_pair(ds, pair)
-        fig.savefig(path)
-        plt.close(fig)
-        written.append(path)
-    return written
+    """One PNG per pair with probe data: the cosine of the task and distillation gradients per epoch
+    (each run's mean per epoch), mean over seeds with a min..max band."""
+    def series(run: RunResult) -> Dict[int, float]:
+        return {e: sum(v) / len(v) for e, v in _probe_epochs(run.path).items()}
+
+    return _plot_per_epoch(rows, path_for_pair, series, "cos(g_task, g_kd) on the shared student parameters",
+                           "gradient conflict (below 0: the gradients conflict)", zero_line=True)

@@ -97,3 +97,10 @@ def test_probe_does_not_change_training(tmp_path):
     assert [int(r["epoch"]) for r in rows] == [1] * 4 + [2] * 4  # 60 images, batch 16: 4 steps per epoch
     assert all(-1 <= float(r["cos"]) <= 1 for r in rows)
     assert not (runs[0] / "grad_probe.csv").exists()
+    # a resume drops rows written after the checkpoint's epoch (here: a stray epoch-3 row)
+    with open(runs[1] / "grad_probe.csv", "a") as f:
+        f.write("3,0,8,0.5,1.0\n")
+    r = run_train(["--cfg", "c.yaml", "EXT.GRAD_PROBE_EVERY", "1", "--resume"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    with open(runs[1] / "grad_probe.csv") as f:
+        assert [int(row["epoch"]) for row in csv.DictReader(f)] == [1] * 4 + [2] * 4

@@ -378,34 +378,27 @@ class Trainer:
         if "rng" in state:
             set_rng_state(state["rng"])
         epoch = int(state["epoch"])
-        self._truncate_worklog(epoch)
-        self._truncate_probe_log(epoch)
+        self._truncate_logs(epoch)
         return epoch
 
-    def _truncate_worklog(self, epoch: int) -> None:
-        """Drop blocks of epochs after the checkpoint (written before a crash) and any final line."""
-        path = self._path("worklog.txt")
-        if not os.path.exists(path):
-            return
-        with open(path) as f:
-            text = f.read()
-        kept = worklog.keep_epochs(text, epoch)
-        if kept != text:
-            tmp = path + ".tmp"
-            with open(tmp, "w") as f:
-                f.write(kept)
-            os.replace(tmp, path)
+    def _truncate_logs(self, epoch: int) -> None:
+        """Drop what was logged after the checkpoint's epoch (written before a crash): worklog blocks and
+        the final line, and the probe's rows."""
+        def probe_rows(text: str) -> str:
+            lines = text.splitlines(keepends=True)
+            return "".join(lines[:1] + [line for line in lines[1:] if int(line.split(",", 1)[0]) <= epoch])
 
-    def _truncate_probe_log(self, epoch: int) -> None:
-        path = self._path("grad_probe.csv")
-        if not os.path.exists(path):
-            return
-        with open(path) as f:
-            lines = f.readlines()
-        kept = lines[:1] + [line for line in lines[1:] if int(line.split(",", 1)[0]) <= epoch]
-        with open(path + ".tmp", "w") as f:
-            f.writelines(kept)
-        os.replace(path + ".tmp", path)
+        for name, keep in (("worklog.txt", lambda text: worklog.keep_epochs(text, epoch)), ("grad_probe.csv", probe_rows)):
+            path = self._path(name)
+            if not os.path.exists(path):
+                continue
+            with open(path) as f:
+                text = f.read()
+            kept = keep(text)
+            if kept != text:
+                with open(path + ".tmp", "w") as f:
+                    f.write(kept)
+                os.replace(path + ".tmp", path)
 
     def _export_teacher(self) -> None:
         """Write the teacher where students look for it: the best epoch's weights (EXT.EXPORT_TEACHER_EPOCH
