@@ -333,5 +333,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except Interrupted as e:
         print(f"\n{e}", file=sys.stderr)
         return 130
+    except KeyboardInterrupt:  # before training started: nothing of the run was written yet
+        print("\ninterrupted before training started; nothing to resume", file=sys.stderr)
+        return 130
     print(f"best accuracy: {best:.2f}")
     return 0

@@ -71,12 +71,18 @@ def test_refused_resume_changes_nothing_on_disk(work):
 
 
 def _interrupt(work, cfg, when):
-    proc = subprocess.Popen(cmd(cfg), cwd=work, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not when():
+    env = dict(ENV, PYTHONFAULTHANDLER="1")
+    proc = subprocess.Popen(cmd(cfg), cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not when() and proc.poll() is None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:
+        _, err = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:  # say where it hangs: faulthandler dumps every thread on SIGABRT
+        proc.send_signal(signal.SIGABRT)
+        _, err = proc.communicate(timeout=60)
+        pytest.fail(f"no exit within 180 s of Ctrl-C; threads:\n{err[-4000:]}")
     return proc.returncode, err
 
 
