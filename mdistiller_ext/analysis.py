@@ -5,10 +5,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .checkpoint import state_dict_of
+
 
 def serialization_matrix(state_dict: Dict[str, torch.Tensor]) -> np.ndarray:
     """The layer's C x C weight from a distiller state_dict (either SERIAL order, either decay mode)."""
-    sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
+    sd = state_dict_of(state_dict)
     for prefix in ("serial.", "student.serial."):
         if prefix + "delta" in sd:
             delta = sd[prefix + "delta"].double()

@@ -82,7 +82,7 @@ class DHKD(Distiller):
         if self.c.HEAD != "none":
             rule = student_linear_rule(student) if self.c.HEAD_INIT == "student" else "default"
             self.aux_head = AuxiliaryHead(fc.in_features, fc.out_features, self.c.HEAD, self.c.HIDDEN, self.c.DROPOUT, rule)
-        self.logit_loss = {"bkl_norm": losses.binary_kl_norm, "bkl": losses.binary_kl}[self.c.LOSS]
+        self.logit_loss = losses.LOGIT_LOSSES[self.c.LOSS]
 
     def get_learnable_parameters(self) -> List[nn.Parameter]:
         extra = list(self.aux_head.parameters()) if self.aux_head is not None else []

@@ -38,7 +38,8 @@ class AuxiliaryHead(nn.Module):
                 nn.Linear(hidden, num_classes),
             )
         else:
-            raise ValueError(f"auxiliary head type {kind!r} is not one of ('linear', 'nonlinear')")
+            raise ValueError(f"auxiliary head type {kind!r} is not one of ('linear', 'nonlinear'); "
+                             "DHKD.HEAD none builds no head")
         self.kind = kind
         for m in self.modules():
             if isinstance(m, nn.Linear):

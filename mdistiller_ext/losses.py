@@ -48,6 +48,10 @@ def binary_kl(z_s: torch.Tensor, z_t: torch.Tensor, tau: float) -> torch.Tensor:
     return tau ** 2 * kl.sum(dim=1).mean()
 
 
+# DHKD.LOSS -> the logit-level loss (validation and the distiller read this one table)
+LOGIT_LOSSES = {"bkl_norm": binary_kl_norm, "bkl": binary_kl}
+
+
 def kd_loss(z_s: torch.Tensor, z_t: torch.Tensor, temperature: float) -> torch.Tensor:
     """Hinton KD: T^2 * KL(softmax(z_t/T) || softmax(z_s/T)), summed over classes, batch mean."""
     log_ps = F.log_softmax(_f32(z_s) / temperature, dim=1)

@@ -7,7 +7,7 @@ from yacs.config import CfgNode
 from . import host
 from .errors import UserError
 from .heads import HEAD_INITS, HEAD_TYPES
-from .losses import RATIO_MODES, RATIO_NORMS
+from .losses import LOGIT_LOSSES, RATIO_MODES, RATIO_NORMS
 
 SERIAL_MODES = ("none", "cls_then_kd", "kd_then_cls")
 DATASETS = ("cifar100", "cifar10", "imagenet", "tiny_imagenet")
@@ -62,7 +62,7 @@ RULES: List[Tuple[str, Tuple[Callable[[Any], bool], str]]] = [
     ("DHKD.T", POSITIVE),
     ("DHKD.ALPHA", NON_NEGATIVE),
     ("DHKD.CE_WEIGHT", NON_NEGATIVE),
-    ("DHKD.LOSS", _one_of("bkl_norm", "bkl")),
+    ("DHKD.LOSS", _one_of(*LOGIT_LOSSES)),
     ("DHKD.HEAD", _one_of(*HEAD_TYPES)),
     ("DHKD.HIDDEN", POSITIVE_INT),
     ("DHKD.HEAD_INIT", _one_of(*HEAD_INITS)),
