@@ -72,7 +72,10 @@ def test_refused_resume_changes_nothing_on_disk(work):
 
 def _interrupt(work, cfg, when):
     env = dict(ENV, PYTHONFAULTHANDLER="1")
-    proc = subprocess.Popen(cmd(cfg), cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a shell's background job (a CI runner, nohup ... &) passes SIGINT on as ignored, and Python then
+    # never raises KeyboardInterrupt: give the run the disposition a terminal's Ctrl-C meets
+    proc = subprocess.Popen(cmd(cfg), cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while time.time() < deadline and not when() and proc.poll() is None:
         time.sleep(0.05)
