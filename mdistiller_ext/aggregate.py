@@ -102,8 +102,7 @@ def read_run(path: str, dataset_hint: Optional[str] = None) -> RunResult:
     complete = log.finished and (expected is None or log.last_epoch >= expected) and \
         sorted(log.epochs) == list(range(1, log.last_epoch + 1))
     r.status = "finished" if complete else "incomplete"
-    # the host saves "best" when test_acc >= best so far: the last epoch reaching the maximum
-    best_epoch = max(log.epochs, key=lambda e: (log.epochs[e].get("test_acc", -1), e))
+    best_epoch = log.best_epoch
     r.best_top1 = log.best_acc if log.finished else log.epochs[best_epoch].get("test_acc")
     r.best_top5 = log.epochs[best_epoch].get("test_acc_top5")
     last = log.epochs[log.last_epoch]

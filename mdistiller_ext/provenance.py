@@ -91,16 +91,12 @@ def worklog_line(info: Dict[str, object], resumed_from: Optional[int] = None) ->
 
 def record(run_dir: str, info: Dict[str, object], resumed_from: Optional[int] = None) -> None:
     """Write runtime.json (a fresh run) or add a ``resumed`` entry to it (a resumed run)."""
-    path = os.path.join(run_dir, RUNTIME_FILE)
     data = read(run_dir) if resumed_from is not None else None
     if data is None:
         data = dict(info)
     else:
         data.setdefault("resumed", []).append(dict(info, after_epoch=resumed_from))
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
+    _write(run_dir, data)
 
 
 def record_cost(run_dir: str, first_epoch: int, last_epoch: int, wall_s: float, cpu_s: float) -> None:
@@ -108,6 +104,11 @@ def record_cost(run_dir: str, first_epoch: int, last_epoch: int, wall_s: float, 
     data = read(run_dir) or {}
     data.setdefault("cost", []).append({"epochs": [first_epoch, last_epoch], "wall_s": round(wall_s, 1),
                                         "cpu_s": round(cpu_s, 1)})
+    _write(run_dir, data)
+
+
+def _write(run_dir: str, data: Dict[str, object]) -> None:
+    """runtime.json, replaced atomically."""
     path = os.path.join(run_dir, RUNTIME_FILE)
     with open(path + ".tmp", "w") as f:
         json.dump(data, f, indent=1)

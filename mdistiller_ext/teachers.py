@@ -76,7 +76,7 @@ def describe_teacher(path: str) -> Dict[str, object]:
         parsed = worklog.read(log)
         name = os.path.basename(path)
         if name in ("student_best", "best") and parsed.epochs:
-            epoch = max(parsed.epochs, key=lambda e: (parsed.epochs[e].get("test_acc", -1), e))
+            epoch = parsed.best_epoch
         elif name in ("student_latest", "latest") and parsed.epochs:
             epoch = parsed.last_epoch
         else:

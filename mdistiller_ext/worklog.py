@@ -37,6 +37,11 @@ class Worklog:
     def last_epoch(self) -> int:
         return max(self.epochs) if self.epochs else 0
 
+    @property
+    def best_epoch(self) -> int:
+        """The epoch whose model the host saves as "best" (test_acc >= best so far): the last one reaching the maximum."""
+        return max(self.epochs, key=lambda e: (self.epochs[e].get("test_acc", -1), e)) if self.epochs else 0
+
 
 def parse(text: str) -> Worklog:
     epochs: Dict[int, Dict[str, float]] = {}

@@ -408,7 +408,7 @@ class Trainer:
         log = worklog.read(self._path("worklog.txt"))
         if self.cfg.EXT.EXPORT_TEACHER_EPOCH == "best":
             state = load_safe(self._path("student_best"))
-            epoch = max(log.epochs, key=lambda e: (log.epochs[e].get("test_acc", -1), e))
+            epoch = log.best_epoch
         else:
             state, epoch = {"model": self._student().state_dict()}, log.last_epoch
         save_atomic({"model": state["model"]}, dest)
