@@ -17,14 +17,14 @@ from common import alternate, header, median
 
 from mdistiller_ext import host, registration
 from mdistiller_ext.builders import build_model
-from mdistiller_ext.engine.step import forward_backward
+from mdistiller_ext.engine.step import StepSetup, train_step
 from mdistiller_ext.recipes import CIFAR10_PAIRS, CIFAR100_PAIRS
 
 
 def build(method: str, pair: str, dataset: str, channels_last: bool, compile_: bool):
     p = (CIFAR10_PAIRS if dataset == "cifar10" else CIFAR100_PAIRS)[pair]
     classes = 10 if dataset == "cifar10" else 100
-    cfg = host.base_cfg()
+    cfg = registration.base_cfg()
     torch.manual_seed(0)
     s, t = build_model(p.student, dataset, classes), build_model(p.teacher, dataset, classes)
     d = registration.distiller_registry()[method](s, t, cfg)
@@ -34,8 +34,8 @@ def build(method: str, pair: str, dataset: str, channels_last: bool, compile_: b
         for m in d.children():
             m.compile()
     d.train()
-    params = list(d.get_learnable_parameters())
-    return d, params, torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4)
+    setup = StepSetup.for_distiller(d)
+    return d, setup, torch.optim.SGD(setup.params, lr=0.01, momentum=0.9, weight_decay=5e-4)
 
 
 def main() -> None:
@@ -60,13 +60,11 @@ def main() -> None:
     y = torch.randint(0, 10 if args.dataset == "cifar10" else 100, (args.batch,), generator=g)
 
     def runner(v):
-        d, params, opt = build(args.method, args.pair, args.dataset, v["cl"], v["comp"])
+        d, setup, opt = build(args.method, args.pair, args.dataset, v["cl"], v["comp"])
         xin = x.contiguous(memory_format=torch.channels_last) if v["cl"] else x
 
         def step():
-            opt.zero_grad(set_to_none=True)
-            forward_backward(d, params, xin, y, 30, False, None)
-            opt.step()
+            train_step(d, opt, xin, y, 30, setup)
 
         torch.set_num_threads(v["threads"])
         for _ in range(3):  # warm-up, and compilation for the compiled copy

@@ -17,10 +17,10 @@ from torch.utils.data import DataLoader
 
 from common import alternate, cifar_arrays, header, median, sync
 
-from mdistiller_ext import host
+from mdistiller_ext import host, registration
 from mdistiller_ext.data import CIFAR100_MEAN, CIFAR100_STD, ArrayDataset, cifar_transforms
-from mdistiller_ext.distillers import DHKD
-from mdistiller_ext.engine.step import use_channels_last
+from mdistiller_ext.methods.dhkd import DHKD
+from mdistiller_ext.config import use_channels_last
 from mdistiller_ext.engine.trainer import Trainer
 from mdistiller_ext.fastdata import DeviceCifarLoader
 from mdistiller_ext.recipes import CIFAR100_PAIRS
@@ -30,7 +30,7 @@ def distiller(pair: str, device: torch.device) -> DHKD:
     p = CIFAR100_PAIRS[pair]
     torch.manual_seed(0)
     d = DHKD(host.cifar_model_dict[p.student][0](num_classes=100), host.cifar_model_dict[p.teacher][0](num_classes=100),
-             host.base_cfg())
+             registration.base_cfg())
     return d.to(device)
 
 
@@ -74,7 +74,7 @@ def host_style(pair, device, images, labels, batch, steps):
 
 
 def fast(pair, device, images, labels, batch, steps):
-    cfg = host.base_cfg()
+    cfg = registration.base_cfg()
     cfg.EXT.PROGRESS = False
     cfg.SOLVER.BATCH_SIZE = batch
     cfg.freeze()

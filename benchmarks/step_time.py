@@ -1,4 +1,5 @@
-"""Per-step time (and peak memory) of DHKD, DHKD + alignment and AEKT against KD and DKD.
+"""Per-step time (and peak memory) of every registered distillation method (KD, DKD, DHKD, DHKD +
+alignment, AEKT, and any --plugin's) against KD.
 
 Same pair, same batch, same device; methods alternate within each round; the median over rounds
 is reported with its ratio to KD. Goals (issue): DHKD and AEKT within 1.05x of KD, alignment
@@ -7,6 +8,7 @@ within 1.7x. Peak memory: on CUDA, torch's peak allocated memory during one step
 method, measured from the built distiller (so it counts activations, gradients and optimizer state).
 
 python benchmarks/step_time.py [--pair res56_res20] [--batch 64] [--steps 5] [--rounds 5] [--device auto]
+                               [--align DHKD] [--plugin my_method.py]
 """
 import argparse
 import json
@@ -19,19 +21,27 @@ import torch
 
 from common import alternate, header, median, sync
 
-from mdistiller_ext import host
-from mdistiller_ext.distillers import AEKT, DHKD, DKD, KD
-from mdistiller_ext.engine.step import autocast_dtype, forward_backward
+from mdistiller_ext import host, registration, registry
+from mdistiller_ext.engine.step import StepSetup, autocast_dtype, train_step
 from mdistiller_ext.recipes import CIFAR100_PAIRS
 
-METHODS = {"KD": (KD, False), "DKD": (DKD, False), "DHKD": (DHKD, False), "DHKD+align": (DHKD, True),
-           "AEKT": (AEKT, False)}
+METHODS = {}  # row name -> (distiller class, gradient alignment); filled from the registry in main()
 
 
-def build(method: str, pair: str, device: torch.device, channels_last: bool):
+def fill_methods(align: list) -> None:
+    """Every registered method this project implements that distils from a teacher (KD first: the
+    reference), and a "+align" row for each method named in ``align``."""
+    for m in registry.methods():
+        if m.distiller is not None and m.needs_teacher:
+            METHODS[m.name] = (m.distiller, False)
+            if m.name in align:
+                METHODS[m.name + "+align"] = (m.distiller, True)
+
+
+def build(method: str, pair: str, device: torch.device, channels_last: bool, amp=None):
     cls, align = METHODS[method]
     p = CIFAR100_PAIRS[pair]
-    cfg = host.base_cfg()
+    cfg = registration.base_cfg()
     cfg.AEKT.WARMUP = 0
     torch.manual_seed(0)
     s = host.cifar_model_dict[p.student][0](num_classes=100)
@@ -40,9 +50,9 @@ def build(method: str, pair: str, device: torch.device, channels_last: bool):
     d.teacher.requires_grad_(False)
     d = d.to(device, memory_format=torch.channels_last) if channels_last else d.to(device)
     d.train()
-    params = list(d.get_learnable_parameters())
-    opt = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4)
-    return d, params, opt, align
+    setup = StepSetup.for_distiller(d, align=align, amp=amp)
+    opt = torch.optim.SGD(setup.params, lr=0.01, momentum=0.9, weight_decay=5e-4)
+    return d, setup, opt
 
 
 def _rss_kib(field: str) -> int:
@@ -55,16 +65,14 @@ def _rss_kib(field: str) -> int:
 
 def cpu_peak_child(method: str, pair: str, batch: int) -> None:
     """Runs in its own process: build, reset the RSS high-water mark, 3 steps, print the growth."""
-    d, params, opt, align = build(method, pair, torch.device("cpu"), False)
+    d, setup, opt = build(method, pair, torch.device("cpu"), False)
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(batch, 3, 32, 32, generator=g), torch.randint(0, 100, (batch,), generator=g)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # resets VmHWM to the current RSS
     base = _rss_kib("VmHWM")
     for _ in range(3):
-        opt.zero_grad(set_to_none=True)
-        forward_backward(d, params, x, y, 30, align, None)
-        opt.step()
+        train_step(d, opt, x, y, 30, setup)
     print(json.dumps({"peak_mib": (_rss_kib("VmHWM") - base) / 1024}))
 
 
@@ -73,7 +81,9 @@ def cpu_peaks(pair: str, batch: int) -> dict:
         return {}
     out = {}
     for m in METHODS:
-        res = subprocess.run([sys.executable, __file__, "--memory-child", m, "--pair", pair, "--batch", str(batch)],
+        # the child sees the plug-ins through MDISTILLER_EXT_PLUGINS (set by --plugin)
+        res = subprocess.run([sys.executable, __file__, "--memory-child", m, "--pair", pair, "--batch", str(batch),
+                              *(["--align", m.split("+")[0]] if m.endswith("+align") else [])],
                              capture_output=True, text=True)
         if res.returncode != 0:  # e.g. /proc/self/clear_refs not writable here: leave the column n/a
             print(f"peak memory of {m} not measured: {res.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
@@ -89,29 +99,32 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5, help="timed steps per round")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--memory-child", choices=sorted(METHODS), help=argparse.SUPPRESS)
+    ap.add_argument("--align", nargs="*", default=["DHKD"], help="methods that also get a gradient-alignment row")
+    ap.add_argument("--plugin", action="append", default=[], help="a method module from outside the package")
+    ap.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.plugin:
+        registration.add_plugins(args.plugin)
+    fill_methods(args.align)
     if args.memory_child:
         cpu_peak_child(args.memory_child, args.pair, args.batch)
         return
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
-    cfg = host.base_cfg()
+    cfg = registration.base_cfg()
     amp = autocast_dtype(cfg, device)
     cl = device.type == "cuda"
     g = torch.Generator().manual_seed(0)
     x = torch.randn(args.batch, 3, 32, 32, generator=g).to(device)
     x = x.contiguous(memory_format=torch.channels_last) if cl else x
     y = torch.randint(0, 100, (args.batch,), generator=g).to(device)
-    built = {m: build(m, args.pair, device, cl) for m in METHODS}
+    built = {m: build(m, args.pair, device, cl, amp) for m in METHODS}
     peak = {}
 
     def runner(m):
-        d, params, opt, align = built[m]
+        d, setup, opt = built[m]
 
         def step():
-            opt.zero_grad(set_to_none=True)
-            forward_backward(d, params, x, y, 30, align, amp)
-            opt.step()
+            train_step(d, opt, x, y, 30, setup)
 
         for _ in range(2):  # warm-up (and cudnn autotuning) outside the timing
             step()

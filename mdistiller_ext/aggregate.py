@@ -10,11 +10,10 @@ from yacs.config import CfgNode
 
 from . import provenance, worklog
 from .config import flat_config
-from .recipes import CIFAR10_PAIRS, CIFAR100_PAIRS, IMAGENET_PAIRS
+from .recipes import pair_of
 from .errors import UserError
 from .reference import ReferenceTable
 
-PAIR_TABLES = {"cifar100": CIFAR100_PAIRS, "cifar10": CIFAR10_PAIRS, "imagenet": IMAGENET_PAIRS}
 SEED_IN_NAME = re.compile(r",EXT\.SEED:(\d+)")
 
 
@@ -37,13 +36,6 @@ class RunResult:
     config: Optional[Dict[str, object]] = None
     tag: str = ""
     runtime: Dict[str, str] = field(default_factory=dict)
-
-
-def pair_of(dataset: str, teacher: str, student: str) -> str:
-    for name, p in PAIR_TABLES.get(dataset, {}).items():
-        if (p.teacher, p.student) == (teacher, student):
-            return name
-    return f"{teacher}->{student}"
 
 
 def method_and_pair(dataset: str, kind: str, teacher: str, student: str) -> Tuple[str, str]:

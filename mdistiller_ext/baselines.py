@@ -9,6 +9,7 @@ ReviewKD (as mdistiller implements it) pairs, from the deep end, the teacher's
 student's / teacher's channels shallow to deep; SHAPES / OUT_SHAPES their spatial sizes deep to
 shallow (the pooled feature counts as 1x1).
 """
+import functools
 from typing import Dict, List
 
 Shapes = Dict[str, object]
@@ -47,3 +48,13 @@ def forward_shapes(model, image_size: int) -> Shapes:
     with torch.no_grad():
         _, feats = model(torch.zeros(2, 3, image_size, image_size))
     return {k: ([list(t.shape) for t in v] if isinstance(v, list) else list(v.shape)) for k, v in feats.items()}
+
+
+@functools.lru_cache(maxsize=None)
+def zoo_shapes(dataset: str, name: str) -> Shapes:
+    """Feature shapes of a zoo model (the standalone zoo, equal to the host's facts; tests check that)."""
+    from .standalone.models import cifar_model_dict, imagenet_model_dict
+
+    if dataset == "imagenet":
+        return forward_shapes(imagenet_model_dict[name](num_classes=1000), 224)
+    return forward_shapes(cifar_model_dict[name][0](num_classes=100), 32)

@@ -4,7 +4,7 @@ from typing import Optional, Tuple
 import torch.nn as nn
 from yacs.config import CfgNode
 
-from . import host, registration
+from . import host, registration, registry
 from .checkpoint import load_into
 from .errors import UserError
 from .teachers import resolve_teacher_checkpoint
@@ -62,18 +62,19 @@ def build_distiller(cfg: CfgNode, num_classes: int, num_data: int, load_teacher:
     """Returns (distiller, student). ``load_teacher=False`` leaves the teacher's weights as initialised
     (for loading a whole distiller checkpoint, which holds them)."""
     kind = cfg.DISTILLER.TYPE
-    registry = registration.distiller_registry()
-    if kind != "NONE" and kind not in registry:
-        if kind in host.HOST_ONLY_METHODS:
-            raise UserError(f"DISTILLER.TYPE {kind} requires mdistiller (not installed); "
-                            "install it from its GitHub repository, or use NONE, KD, DKD, DHKD or AEKT")
-        raise UserError(f"unknown DISTILLER.TYPE {kind!r}; choose one of: NONE, {', '.join(sorted(registry))}")
+    classes = registration.distiller_registry()
+    method = registry.find(kind)
+    if kind not in classes:
+        if kind in host.HOST_ONLY_METHODS or (method is not None and method.host_provides):
+            raise UserError(f"DISTILLER.TYPE {kind} requires mdistiller (not installed); install it from its GitHub "
+                            f"repository, or use one of {', '.join(sorted(classes))}")
+        raise UserError(f"unknown DISTILLER.TYPE {kind!r}; choose one of: {', '.join(sorted(classes))}")
     student = build_model(cfg.DISTILLER.STUDENT, cfg.DATASET.TYPE, num_classes)
-    if kind == "NONE":
-        return host.Vanilla(student), student
+    if method is not None and not method.needs_teacher:
+        return classes[kind](student), student
     teacher = build_teacher(cfg, num_classes) if load_teacher else build_model(cfg.DISTILLER.TEACHER, cfg.DATASET.TYPE, num_classes)
     if kind == "REVIEWKD":
         check_reviewkd_shapes(cfg, student, teacher)
-    if kind == "CRD":
-        return registry[kind](student, teacher, cfg, num_data), student
-    return registry[kind](student, teacher, cfg), student
+    if method is not None and method.needs_num_data:
+        return classes[kind](student, teacher, cfg, num_data), student
+    return classes[kind](student, teacher, cfg), student

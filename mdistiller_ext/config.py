@@ -1,47 +1,16 @@
-"""Configuration: the host's CFG plus the nodes this project adds, with every default here.
+"""Configuration: this project's EXT node with its defaults, and reading, merging and writing configs.
 
-``add_nodes(cfg)`` is idempotent and is what registration calls on mdistiller's global CFG.
+Each method's node (DHKD, AEKT, ...) lives in its method module; ``registration.base_cfg()`` puts
+the host's CFG, the EXT node and every registered method's node together (``add_nodes``).
 """
 import ast
 import difflib
 import os
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List
 
 from yacs.config import CfgNode as CN
 
 from .errors import UserError
-
-
-def _dhkd() -> CN:
-    n = CN()
-    n.CE_WEIGHT = 1.0          # gamma: CE on the main head
-    n.ALPHA = 1.0              # weight of the logit-level loss (0.1 on ImageNet)
-    n.T = 2.0                  # tau
-    n.LOSS = "bkl_norm"        # bkl_norm | bkl: logit-level loss on the auxiliary head
-    n.HEAD = "linear"          # linear | nonlinear | none (none: the loss goes on the main head)
-    n.HIDDEN = 200             # nonlinear head width
-    n.DROPOUT = 0.1            # nonlinear head dropout (before BatchNorm)
-    n.HEAD_INIT = "student"    # student: the student's own rule for linear layers (as inside the student); default: PyTorch's
-    n.KD_OFF_EPOCH = 0         # switch the logit loss off from this epoch on (0: never; 50 on ImageNet)
-    n.MAIN_KD_WEIGHT = 0.0     # optional softmax-KD on the main head (0: off, as in the paper)
-    n.MAIN_KD_T = 4.0
-    return n
-
-
-def _aekt() -> CN:
-    n = CN()
-    n.CE_WEIGHT = 1.0
-    n.ALPHA = 1.0              # weight of the explicit (target-vs-rest) term
-    n.BETA = 8.0               # weight of the implicit (non-target) term
-    n.T = 4.0
-    n.WARMUP = 20              # linear warm-up of the distillation term, in epochs (0: none)
-    n.RATIO_MODE = "teacher_over_student"   # none | teacher_over_student | student_over_teacher
-    n.W_MAX = 10.0
-    n.RATIO_NORM = "clip"      # clip | batch_mean
-    n.RATIO_T = 0.0            # temperature of the ratio; <= 0 means AEKT.T
-    n.SERIAL = "cls_then_kd"   # none | cls_then_kd | kd_then_cls
-    n.SERIAL_DECAY = "identity"  # identity: weight decay pulls W to I; zero: pulls W to 0
-    return n
 
 
 def _ext() -> CN:
@@ -72,13 +41,21 @@ def _ext() -> CN:
     return n
 
 
-NODES = {"DHKD": _dhkd, "AEKT": _aekt, "EXT": _ext}
+EXT_NODE = {"EXT": _ext}
+
+# EXT's string options: name -> what it selects (validation takes the names from these tables)
+ENGINES = {"auto": None, "host": True, "ext": False}          # use mdistiller's trainers (None: if usable)
+SWITCHES = {"auto": None, "on": True, "off": False}           # EXT.FAST_DATA, EXT.CHANNELS_LAST
+AMP_MODES = {"auto": "auto", "off": None, "bf16": "bfloat16", "fp16": "float16"}  # torch dtype names
+NONFINITE_MODES = {"stop": False, "skip": True}               # drop each bad step (else stop at the first)
+EXPORT_EPOCHS = {"best": "student_best", "last": "student_latest"}  # the run's file EXT.EXPORT_TEACHER copies
 
 
-def add_nodes(cfg: CN) -> CN:
+def add_nodes(cfg: CN, nodes: Dict[str, Callable[[], CN]]) -> CN:
+    """Add each missing node (idempotent: registration calls it on mdistiller's global CFG)."""
     was_frozen = cfg.is_frozen()
     cfg.defrost()
-    for name, make in NODES.items():
+    for name, make in nodes.items():
         if name not in cfg:
             cfg[name] = make()
     if was_frozen:
@@ -173,3 +150,9 @@ def write_config(run_dir: str, cfg: CN) -> None:
     with open(tmp, "w") as f:
         f.write(cfg.dump())
     os.replace(tmp, os.path.join(run_dir, "config.yaml"))
+
+
+def use_channels_last(cfg: CN, device) -> bool:
+    """EXT.CHANNELS_LAST for a torch device: auto is on for CUDA."""
+    on = SWITCHES[cfg.EXT.CHANNELS_LAST]
+    return device.type == "cuda" if on is None else on

@@ -264,9 +264,12 @@ def class_names(cfg: CfgNode) -> List[str]:
 
 def uses_fast_path(cfg: CfgNode) -> bool:
     """EXT.FAST_DATA auto: on for the CIFAR datasets (the only ones held in memory)."""
-    if cfg.EXT.FAST_DATA == "on" and cfg.DATASET.TYPE not in ("cifar10", "cifar100"):
+    from .config import SWITCHES
+
+    on, cifar = SWITCHES[cfg.EXT.FAST_DATA], cfg.DATASET.TYPE in ("cifar10", "cifar100")
+    if on and not cifar:
         raise UserError(f"config EXT.FAST_DATA = 'on' needs cifar10 or cifar100, not {cfg.DATASET.TYPE}; use auto or off")
-    return cfg.EXT.FAST_DATA != "off" and cfg.DATASET.TYPE in ("cifar10", "cifar100")
+    return on is not False and cifar
 
 
 def get_dataset(cfg: CfgNode, generator: torch.Generator = None, device: torch.device = None,
@@ -280,7 +283,7 @@ def get_dataset(cfg: CfgNode, generator: torch.Generator = None, device: torch.d
     if device is not None and uses_fast_path(cfg):
         from .fastdata import DeviceCifarLoader
 
-        from .engine.step import use_channels_last
+        from .config import use_channels_last
 
         mean, std = normalization(cfg.DATASET.TYPE)
         cl = use_channels_last(cfg, device)

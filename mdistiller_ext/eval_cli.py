@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 from yacs.config import CfgNode
 
-from . import host
+from . import host, registration
 from .checkpoint import load_safe, load_state, state_dict_of
 from .errors import UserError
 
@@ -30,12 +30,14 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--data-root", default="", help="dataset folder (default: the config's EXT.DATA_ROOT)")
     p.add_argument("-bs", "--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE_OR_MODULE",
+                   help="a method module from outside the package (for its runs' checkpoints); repeatable")
     return p.parse_args(argv)
 
 
 def _run_config(args: argparse.Namespace, state: dict) -> Optional[CfgNode]:
     """The run's config: --cfg, the checkpoint's own, or config.yaml beside the checkpoint."""
-    from .train_cli import load_config
+    from .experiment import load_config
 
     if args.cfg:
         return load_config(args.cfg, [])
@@ -46,7 +48,7 @@ def _run_config(args: argparse.Namespace, state: dict) -> Optional[CfgNode]:
             text = f.read()
     if text is None:
         return None
-    cfg = host.base_cfg()
+    cfg = registration.base_cfg()
     cfg.merge_from_other_cfg(CfgNode.load_cfg(text))
     return cfg
 
@@ -70,7 +72,7 @@ def build(args: argparse.Namespace) -> Tuple[torch.nn.Module, CfgNode, str]:
                             "pass the run's config with --cfg")
         if not args.model:
             raise UserError(f"no config.yaml beside {args.ckpt}; name the architecture with -m (e.g. -m resnet8)")
-        cfg = host.base_cfg()
+        cfg = registration.base_cfg()
         cfg.DATASET.TYPE = args.dataset or "cifar100"
         cfg.DISTILLER.TYPE, cfg.DISTILLER.STUDENT = "NONE", args.model
     cfg.defrost()
@@ -103,9 +105,11 @@ def build(args: argparse.Namespace) -> Tuple[torch.nn.Module, CfgNode, str]:
 def run(argv: Optional[List[str]] = None) -> dict:
     from .data import build_datasets
     from .engine.evaluate import evaluate
-    from .train_cli import pick_device
+    from .experiment import pick_device
 
     args = parse_args(argv)
+    if args.plugin:
+        registration.add_plugins(args.plugin)
     model, cfg, what = build(args)
     device = pick_device(cfg) if args.device == "auto" else torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():

@@ -1,14 +1,12 @@
 """Trainable modules that methods add beside the student: DHKD's auxiliary head and AEKT's
 task-serialization layer."""
-from typing import Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
 
 from .standalone.models.blocks import init_linear
 
-HEAD_TYPES = ("linear", "nonlinear", "none")
-HEAD_INITS = ("student", "default")
 # the rule each zoo student's own init loop applies to its linear layers, by the student's class (the
 # host's and the stand-in's names); DHKD's authors put the auxiliary head inside the student, so it got
 # the same rule
@@ -20,26 +18,40 @@ def student_linear_rule(student: nn.Module) -> str:
     return next((rule for prefix, rule in STUDENT_LINEAR_INIT if name.startswith(prefix)), "default")
 
 
+# DHKD.HEAD_INIT -> the init rule of the head's linear layers, given the student
+HEAD_INITS: Dict[str, Callable[[nn.Module], str]] = {"student": student_linear_rule, "default": lambda student: "default"}
+
+
+def _linear_head(in_dim: int, num_classes: int, hidden: int, dropout: float) -> nn.Module:
+    return nn.Linear(in_dim, num_classes)
+
+
+def _nonlinear_head(in_dim: int, num_classes: int, hidden: int, dropout: float) -> nn.Module:
+    # the authors' layer order: dropout before batch norm
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.Dropout(dropout), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+                         nn.Linear(hidden, num_classes))
+
+
+# DHKD.HEAD -> the auxiliary head's builder; none builds no head (the logit loss goes on the main head)
+HEAD_TYPES: Dict[str, Optional[Callable[..., nn.Module]]] = {"linear": _linear_head, "nonlinear": _nonlinear_head,
+                                                              "none": None}
+
+
 class AuxiliaryHead(nn.Module):
     """DHKD's second classifier on the student's pooled feature (training only).
 
-    linear: Linear(D, C). nonlinear: Linear(D, H) -> Dropout(p) -> BatchNorm1d(H) -> ReLU ->
-    Linear(H, C), the authors' layer order (dropout before batch norm).
+    linear: Linear(D, C). nonlinear: Linear(D, H) -> Dropout(p) -> BatchNorm1d(H) -> ReLU -> Linear(H, C).
     """
 
     def __init__(self, in_dim: int, num_classes: int, kind: str = "linear", hidden: int = 200, dropout: float = 0.1,
                  linear_init: str = "default") -> None:
         super().__init__()
-        if kind == "linear":
-            self.net = nn.Linear(in_dim, num_classes)
-        elif kind == "nonlinear":
-            self.net = nn.Sequential(
-                nn.Linear(in_dim, hidden), nn.Dropout(dropout), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
-                nn.Linear(hidden, num_classes),
-            )
-        else:
-            raise ValueError(f"auxiliary head type {kind!r} is not one of ('linear', 'nonlinear'); "
-                             "DHKD.HEAD none builds no head")
+        build = HEAD_TYPES.get(kind)
+        if build is None:
+            heads = ", ".join(k for k, v in HEAD_TYPES.items() if v is not None)
+            raise ValueError(f"auxiliary head type {kind!r} is not one of {heads} "
+                             f"(DHKD.HEAD takes {', '.join(HEAD_TYPES)}: none builds no head)")
+        self.net = build(in_dim, num_classes, hidden, dropout)
         self.kind = kind
         for m in self.modules():
             if isinstance(m, nn.Linear):

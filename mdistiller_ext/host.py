@@ -3,15 +3,13 @@
 With mdistiller importable (and MDISTILLER_EXT_STANDALONE unset), everything here is the host's
 own object; ``registration.register()`` adds this project's methods to it. Otherwise the
 host-compatible implementations in ``mdistiller_ext.standalone`` stand in with the same names
-and contracts. This module imports nothing else of the package but its config nodes.
+and contracts. This module imports nothing else of the package but the stand-ins.
 """
 import importlib.util
 import os
 from typing import Dict
 
 from yacs.config import CfgNode
-
-from . import config
 
 # methods that only the real host implements (feature distillers need its trainers and data)
 HOST_ONLY_METHODS = ("AT", "OFD", "RKD", "FITNET", "KDSVD", "CRD", "NST", "PKT", "SP", "VID", "REVIEWKD")
@@ -50,14 +48,8 @@ else:
             return getattr(models, name)
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-__all__ = ["HAS_MDISTILLER", "Distiller", "Vanilla", "cifar_model_dict", "imagenet_model_dict", "base_cfg",
+__all__ = ["HAS_MDISTILLER", "Distiller", "Vanilla", "cifar_model_dict", "imagenet_model_dict", "host_cfg",
            "host_distillers", "host_trainer_dict"]
-
-
-def base_cfg() -> CfgNode:
-    """A fresh, unfrozen copy of the host's default CFG with this project's nodes."""
-    config.add_nodes(_HOST_CFG)
-    return _HOST_CFG.clone()
 
 
 def host_cfg() -> CfgNode:

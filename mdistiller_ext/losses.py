@@ -10,8 +10,6 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
-RATIO_MODES = ("none", "teacher_over_student", "student_over_teacher")
-RATIO_NORMS = ("clip", "batch_mean")
 
 
 def _f32(x: torch.Tensor) -> torch.Tensor:
@@ -106,6 +104,17 @@ def dkd_loss(
     return (alpha * tckd + beta * nckd).mean()
 
 
+def _batch_mean(w: torch.Tensor) -> torch.Tensor:
+    # an all-zero batch (every ratio underflowed) stays zero instead of 0/0
+    return w / w.mean().clamp_min(torch.finfo(w.dtype).tiny)
+
+
+# AEKT.RATIO_MODE -> the sign of log(p_t[target] / p_s[target]) in the weight (None: w = 1)
+RATIO_MODES = {"none": None, "teacher_over_student": 1.0, "student_over_teacher": -1.0}
+# AEKT.RATIO_NORM -> what follows the clip to [0, W_MAX]
+RATIO_NORMS = {"clip": lambda w: w, "batch_mean": _batch_mean}
+
+
 def target_confidence_ratio(
     z_s: torch.Tensor,
     z_t: torch.Tensor,
@@ -122,22 +131,17 @@ def target_confidence_ratio(
     to [0, w_max]; ``batch_mean`` then divides by the batch mean so the average weight is 1.
     """
     if mode not in RATIO_MODES:
-        raise ValueError(f"ratio mode {mode!r} is not one of {RATIO_MODES}")
+        raise ValueError(f"ratio mode {mode!r} is not one of {', '.join(RATIO_MODES)}")
     if norm not in RATIO_NORMS:
-        raise ValueError(f"ratio norm {norm!r} is not one of {RATIO_NORMS}")
+        raise ValueError(f"ratio norm {norm!r} is not one of {', '.join(RATIO_NORMS)}")
     zs = _f32(z_s).detach() / temperature
     zt = _teacher(z_t) / temperature
-    if mode == "none":
+    sign = RATIO_MODES[mode]
+    if sign is None:
         return torch.ones(zs.shape[0], dtype=zs.dtype, device=zs.device)
     mask = _target_mask(zs, target)
-    log_ratio = _binary_log_probs(zt, mask)[0] - _binary_log_probs(zs, mask)[0]
-    if mode == "student_over_teacher":
-        log_ratio = -log_ratio
-    w = torch.exp(torch.clamp(log_ratio, max=math.log(w_max)))
-    if norm == "batch_mean":
-        # an all-zero batch (every ratio underflowed) stays zero instead of 0/0
-        w = w / w.mean().clamp_min(torch.finfo(w.dtype).tiny)
-    return w
+    log_ratio = sign * (_binary_log_probs(zt, mask)[0] - _binary_log_probs(zs, mask)[0])
+    return RATIO_NORMS[norm](torch.exp(torch.clamp(log_ratio, max=math.log(w_max))))
 
 
 def aekt_loss(

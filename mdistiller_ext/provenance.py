@@ -99,11 +99,18 @@ def record(run_dir: str, info: Dict[str, object], resumed_from: Optional[int] = 
     _write(run_dir, data)
 
 
-def record_cost(run_dir: str, first_epoch: int, last_epoch: int, wall_s: float, cpu_s: float) -> None:
-    """Add one training segment's wall-clock and process CPU time (all threads) to runtime.json."""
+def record_cost(run_dir: str, first_epoch: int, last_epoch: int, wall_s: float, cpu_s: float, started: str) -> None:
+    """One training segment's wall-clock and process CPU time (all threads) so far, in runtime.json.
+
+    The engine calls it after every epoch (a killed run keeps the cost of what it finished); the
+    segment that began at ``started`` is updated in place, a new one is appended."""
     data = read(run_dir) or {}
-    data.setdefault("cost", []).append({"epochs": [first_epoch, last_epoch], "wall_s": round(wall_s, 1),
-                                        "cpu_s": round(cpu_s, 1)})
+    segments = data.setdefault("cost", [])
+    entry = {"epochs": [first_epoch, last_epoch], "wall_s": round(wall_s, 1), "cpu_s": round(cpu_s, 1), "started": started}
+    if segments and segments[-1].get("started") == started:
+        segments[-1] = entry
+    else:
+        segments.append(entry)
     _write(run_dir, data)
 
 

@@ -5,11 +5,14 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
-from .aggregate import PAIR_TABLES
+from . import registry
 from .errors import UserError
-from .train_cli import experiment_name, load_config
+from .experiment import experiment_name, load_config
+from .generate import config_relpath, write_missing
+from .recipes import PAIR_TABLES, pair_of
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# where `import mdistiller_ext` resolves, for the runs' own processes (a source checkout or an install)
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @dataclass
@@ -28,25 +31,32 @@ class RunSpec:
         return f"{self.name or self.method} {self.pair} seed {self.seed}"
 
 
-def config_path(dataset: str, method: str, pair: str, configs_root: str) -> str:
-    if dataset == "imagenet":
-        return os.path.join(configs_root, "imagenet", pair, f"{method}.yaml")
-    return os.path.join(configs_root, dataset, method, f"{pair}.yaml")
+def config_path(dataset: str, method: str, pair: str, configs_root: str, generated_root: Optional[str] = None) -> str:
+    """The config of (dataset, method, pair): configs_root's file, else one written from the method's
+    recipe under ``generated_root`` (a method that ships no config file, e.g. a plug-in)."""
+    path = os.path.join(configs_root, config_relpath(dataset, method, pair))
+    if os.path.isfile(path):
+        return path
+    m = registry.by_slug(method)
+    if generated_root is not None and m is not None and m.recipe is not None and dataset in m.datasets:
+        return write_missing(dataset, method, pair, generated_root)
+    recipe = "" if m is None else f"; {m.name} has no {dataset} recipe" if m.recipe is None or dataset not in m.datasets else ""
+    raise UserError(f"no config for {method} on {dataset} {pair} (looked for {path}{recipe}); run from the folder "
+                    f"that holds configs/, or pass --configs DIR")
 
 
 def plan(dataset: str, methods: Sequence[str], pairs: Sequence[str], seeds: Sequence[int],
-         overrides: Sequence[str] = (), configs_root: Optional[str] = None) -> List[RunSpec]:
+         overrides: Sequence[str] = (), configs_root: str = "configs", generated_root: Optional[str] = None) -> List[RunSpec]:
+    """Runs of methods x pairs x seeds from ``configs_root`` (the working directory's configs/ by default);
+    a method without a config file there gets one from its recipe under ``generated_root``."""
     if dataset not in PAIR_TABLES:
         raise UserError(f"unknown dataset {dataset!r}; choose one of {', '.join(PAIR_TABLES)}")
-    root = configs_root or os.path.join(ROOT, "configs")
     specs = []
     for pair in pairs:
         if pair not in PAIR_TABLES[dataset]:
             raise UserError(f"unknown {dataset} pair {pair!r}; choose from {', '.join(PAIR_TABLES[dataset])}")
         for method in methods:
-            cfg_file = config_path(dataset, method, pair, root)
-            if not os.path.isfile(cfg_file):
-                raise UserError(f"no config for {method} on {dataset} {pair} (looked for {cfg_file})")
+            cfg_file = config_path(dataset, method, pair, configs_root, generated_root)
             for seed in seeds:
                 opts = ["EXT.SEED", str(seed), *overrides]
                 cfg = load_config(cfg_file, opts)
@@ -61,8 +71,6 @@ def plan_configs(entries: Sequence[Dict], overrides: Sequence[str] = ()) -> List
     Ordered seed by seed (every entry's first seed, then every entry's second, ...), so that an
     interrupted sweep has the same number of seeds for each config.
     """
-    from .aggregate import pair_of
-
     planned = []
     for i, entry in enumerate(entries):
         unknown = set(entry) - {"config", "seeds", "set"}
@@ -89,7 +97,8 @@ def missing_teacher(spec: RunSpec, planned: Sequence[RunSpec] = ()) -> str:
     from .builders import teacher_path
 
     cfg = load_config(spec.config, spec.overrides)
-    if cfg.DISTILLER.TYPE == "NONE":
+    method = registry.find(cfg.DISTILLER.TYPE)
+    if method is not None and not method.needs_teacher:
         return ""
     try:
         teacher_path(cfg)
@@ -113,7 +122,7 @@ def status(spec: RunSpec) -> str:
 
 
 def command(spec: RunSpec, state: str) -> List[str]:
-    cmd = [sys.executable, os.path.join(ROOT, "tools", "train.py"), "--cfg", spec.config]
+    cmd = [sys.executable, "-m", "mdistiller_ext.train_cli", "--cfg", spec.config]
     if state == "partial":
         cmd.append("--resume")
     elif os.path.isfile(os.path.join(spec.run_dir, "worklog.txt")):
@@ -126,7 +135,9 @@ def execute(specs: Sequence[RunSpec], log_dir: str, echo: Callable[[str], None] 
     """Run what is not finished, one after another; a failing run is reported, not fatal."""
     os.makedirs(log_dir, exist_ok=True)
     report: Dict[str, List] = {"skipped": [], "ran": [], "failed": []}
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # the runs import this very package (and see the plug-ins through MDISTILLER_EXT_PLUGINS)
+    path = os.pathsep.join(filter(None, [PACKAGE_PARENT, os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=path)
     for i, spec in enumerate(specs, 1):
         state = status(spec)
         if state == "finished":

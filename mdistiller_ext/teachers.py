@@ -8,6 +8,7 @@ from typing import Dict, List
 
 from yacs.config import CfgNode
 
+from .config import EXPORT_EPOCHS
 from .errors import UserError
 
 # one folder per dataset under EXT.CKPT_ROOT; cifar100 uses the host's released layout
@@ -92,3 +93,25 @@ def summary_line(info: Dict[str, object]) -> str:
     recorded = (f"recorded test top-1 {acc:.2f} at epoch {info.get('epoch')} of {info.get('source_run')}"
                 if acc is not None else "no recorded accuracy")
     return f"teacher: {info['path']} ({recorded}; sha256 {str(info['sha256'])[:12]})"
+
+
+def export_teacher(run_dir: str, cfg: CfgNode) -> str:
+    """After a vanilla run with EXT.EXPORT_TEACHER: write the trained network where distillation looks for
+    teachers, the best epoch's weights (EXT.EXPORT_TEACHER_EPOCH best, the model the worklog's best_acc
+    describes) or the last epoch's, with a record beside it. Returns the written path."""
+    from . import worklog
+    from .checkpoint import load_safe, save_atomic
+
+    folder = teacher_folder(cfg, cfg.DISTILLER.STUDENT)
+    dest = os.path.join(folder, f"ckpt_epoch_{cfg.SOLVER.EPOCHS}.pth")
+    log = worklog.read(os.path.join(run_dir, "worklog.txt"))
+    which = cfg.EXT.EXPORT_TEACHER_EPOCH
+    epoch = log.best_epoch if which == "best" else log.last_epoch
+    state = load_safe(os.path.join(run_dir, EXPORT_EPOCHS[which]))
+    save_atomic({"model": state["model"]}, dest)
+    record = {"source_run": run_dir, "epoch": epoch, "which": which,
+              "test_acc": log.epochs[epoch].get("test_acc"), "epochs_trained": log.last_epoch}
+    with open(record_path(dest), "w") as f:
+        json.dump(record, f, indent=1)
+    print(f"teacher exported to {dest} ({which} epoch {epoch}, test top-1 {record['test_acc']:.2f})")
+    return dest

@@ -7,7 +7,6 @@ the run directory is LOG.PREFIX/EXPERIMENT.PROJECT/<name>[,KEY:VALUE...].
 from __future__ import annotations
 
 import argparse
-import hashlib
 import re
 import os
 import sys
@@ -15,8 +14,9 @@ from typing import TYPE_CHECKING, List, Optional, Tuple
 
 from yacs.config import CfgNode
 
-from . import host, registration
+from . import host, registration, registry
 from .errors import UserError
+from .experiment import experiment_name, load_config, pick_device  # noqa: F401  (this CLI's public names)
 
 if TYPE_CHECKING:  # torch loads on first use: --help and config errors answer without it
     import torch
@@ -31,10 +31,8 @@ LOG.PREFIX/EXPERIMENT.PROJECT/<TAG>,KEY:VALUE,... This project's own keys (defau
 
 
 def _help_epilog() -> str:
-    from .config import NODES
-
     lines = [EPILOG]
-    for node, make in NODES.items():
+    for node, make in registration.all_nodes().items():
         lines.append("  " + "  ".join(f"{node}.{k}={v!r}" for k, v in make().items()))
     return "\n".join(lines)
 
@@ -59,8 +57,27 @@ def _split_resume(argv: List[str]) -> Tuple[List[str], Optional[str]]:
     return out + (["--resume"] if resume else []), run_dir
 
 
+def take_plugins(argv: List[str]) -> List[str]:
+    """Loads the ``--plugin FILE_OR_MODULE`` method modules named in argv (before anything reads the
+    registry: a plug-in adds config keys) and returns argv without them."""
+    rest, plugins, i = [], [], 0
+    while i < len(argv):
+        if argv[i] == "--plugin" and i + 1 < len(argv):
+            plugins.append(argv[i + 1])
+            i += 2
+            continue
+        if argv[i].startswith("--plugin="):
+            plugins.append(argv[i].split("=", 1)[1])
+        else:
+            rest.append(argv[i])
+        i += 1
+    if plugins:
+        registration.add_plugins(plugins)
+    return rest
+
+
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = take_plugins(list(sys.argv[1:] if argv is None else argv))
     argv, run_dir = _split_resume(argv)
     p = argparse.ArgumentParser(description="Train a student (or a teacher) with mdistiller_ext.",
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -72,6 +89,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                         "found from --cfg and the overrides")
     p.add_argument("--force-resume", action="store_true", help="resume even if the config differs from the checkpoint's")
     p.add_argument("--overwrite", action="store_true", help="start again in an existing run directory")
+    p.add_argument("--plugin", action="append", metavar="FILE_OR_MODULE",
+                   help="load a method module from outside the package (see the README's 'Adding a method'); repeatable")
     p.add_argument("opts", nargs="*", metavar="KEY VALUE", help="overrides, e.g. SOLVER.EPOCHS 10")
     args = p.parse_intermixed_args(argv)
     args.run_dir = run_dir
@@ -80,62 +99,14 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     return args
 
 
-def load_config(path: str, opts: List[str]) -> CfgNode:
-    """The host's CFG with this project's nodes, the yaml file, then the command line's overrides."""
-    from .config import merge_file, merge_overrides
-
-    if not os.path.isfile(path):
-        raise UserError(f"config file not found: {path}")
-    cfg = host.base_cfg()
-    merge_file(cfg, path)
-    merge_overrides(cfg, opts)
-    cfg.freeze()
-    return cfg
-
-
-MAX_NAME_BYTES = 200
-
-
-def _flat(value: str) -> str:
-    for sep in {os.sep, "/"}:
-        value = value.replace(sep, "_")
-    return value
-
-
-def experiment_name(cfg: CfgNode, opts: List[str]) -> str:
-    """The host's naming: EXPERIMENT.NAME (or TAG) plus ',KEY:VALUE' for each override, under PROJECT.
-
-    A path separator in a value (LOG.PREFIX /scratch/runs) becomes '_': the host would nest the run
-    directory inside folders named after the value's pieces. A name over MAX_NAME_BYTES keeps its
-    head and ends in '...#' and a digest of the whole name."""
-    name = cfg.EXPERIMENT.NAME or cfg.EXPERIMENT.TAG
-    name += "".join(f",{k}:{_flat(str(v))}" for k, v in zip(opts[::2], opts[1::2]))
-    if len(name.encode()) > MAX_NAME_BYTES:
-        # file systems refuse names over 255 bytes: keep a readable head and a digest of the whole
-        digest = hashlib.sha256(name.encode()).hexdigest()[:12]
-        name = name.encode()[:MAX_NAME_BYTES - 16].decode(errors="ignore") + f"...#{digest}"
-    return os.path.join(cfg.EXPERIMENT.PROJECT, name)
-
-
-def pick_device(cfg: CfgNode, local_rank: int = 0) -> torch.device:
-    import torch
-
-    want = cfg.EXT.DEVICE
-    if want == "auto":
-        # under torchrun each process drives the GPU of its LOCAL_RANK
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    if want.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"config EXT.DEVICE = {want!r} but CUDA is not available; use auto or cpu")
-    return torch.device(want)
-
-
 def use_host_engine(cfg: CfgNode, device: torch.device) -> bool:
-    if cfg.EXT.ENGINE == "ext":
-        return False
+    from .config import ENGINES
+
+    wanted = ENGINES[cfg.EXT.ENGINE]
     usable = host.HAS_MDISTILLER and device.type == "cuda"
-    if cfg.EXT.ENGINE == "host" and not usable:
+    if wanted and not usable:
         raise UserError("config EXT.ENGINE = 'host' needs mdistiller installed and a CUDA device; use auto or ext")
-    return usable
+    return usable if wanted is None else wanted
 
 
 def _check_run_dir(log_path: str, overwrite: bool) -> None:
@@ -248,8 +219,10 @@ def run(argv: Optional[List[str]] = None) -> float:
         train_loader, val_loader, num_data, num_classes = get_dataset(
             cfg, generator, None if host_engine else device, dist_info.rank, dist_info.world_size)
     distiller, _ = build_distiller(cfg, num_classes, num_data)
+    method = registry.find(cfg.DISTILLER.TYPE)
+    has_teacher = method is None or method.needs_teacher
     teacher = None
-    if cfg.DISTILLER.TYPE != "NONE":
+    if has_teacher:
         from .builders import teacher_path
         from .teachers import describe_teacher
 
@@ -258,8 +231,9 @@ def run(argv: Optional[List[str]] = None) -> float:
     if dist_info.is_main:
         if not args.resume:
             _start_run_dir(log_path, cfg)
-        extra = getattr(distiller, "get_extra_parameters", None)  # the host's Vanilla has no such method
-        extra = extra() if extra is not None and cfg.DISTILLER.TYPE != "NONE" else 0
+        from .methods.base import hook
+
+        extra = hook(distiller, "get_extra_parameters")()
         if extra:
             print(f"{cfg.DISTILLER.TYPE} adds {extra:,} training-only parameters (not part of the deployed student)")
         if teacher is not None:
@@ -272,14 +246,20 @@ def run(argv: Optional[List[str]] = None) -> float:
 
     try:
         if host_engine:
-            return train_with_host(cfg, name, distiller, train_loader, val_loader, args.resume, teacher)
-        from .engine.trainer import Trainer
+            best = train_with_host(cfg, name, distiller, train_loader, val_loader, args.resume, teacher)
+        else:
+            from .engine.trainer import Trainer
 
-        trainer = Trainer(name, distiller, train_loader, val_loader, cfg, device, force_resume=args.force_resume,
-                          dist_info=dist_info, teacher_info=teacher)
-        return trainer.train(resume=args.resume)
+            trainer = Trainer(name, distiller, train_loader, val_loader, cfg, device, force_resume=args.force_resume,
+                              dist_info=dist_info, teacher_info=teacher)
+            best = trainer.train(resume=args.resume)
     except KeyboardInterrupt:
         raise Interrupted(_interrupted_message(log_path)) from None
+    if cfg.EXT.EXPORT_TEACHER and not has_teacher and dist_info.is_main:
+        from .teachers import export_teacher
+
+        export_teacher(log_path, cfg)
+    return best
 
 
 class Interrupted(Exception):
@@ -338,3 +318,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 130
     print(f"best accuracy: {best:.2f}")
     return 0
+
+
+if __name__ == "__main__":  # python -m mdistiller_ext.train_cli (how the comparison tool starts runs)
+    sys.exit(main())

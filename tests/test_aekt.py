@@ -3,16 +3,17 @@ import numpy as np
 import pytest
 import torch
 
-from mdistiller_ext import host
+from mdistiller_ext import host, registration
 from mdistiller_ext.analysis import class_similarity, correlation, oriented_similarity, serialization_matrix
-from mdistiller_ext.distillers import AEKT, DKD
+from mdistiller_ext.methods.aekt import AEKT
+from mdistiller_ext.methods.dkd import DKD
 from mdistiller_ext.heads import SerializationLayer, SerializedStudent
 from mdistiller_ext.standalone.models import cifar_model_dict
 
 
 def make(serial="cls_then_kd", ratio="teacher_over_student", decay="identity", c=10, seed=0):
     torch.manual_seed(seed)
-    cfg = host.base_cfg()
+    cfg = registration.base_cfg()
     cfg.AEKT.SERIAL, cfg.AEKT.RATIO_MODE, cfg.AEKT.SERIAL_DECAY = serial, ratio, decay
     s, t = cifar_model_dict["resnet8"][0](num_classes=c), cifar_model_dict["resnet8"][0](num_classes=c)
     return AEKT(s, t, cfg), cfg

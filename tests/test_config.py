@@ -6,7 +6,7 @@ import sys
 import pytest
 import yaml
 
-from mdistiller_ext import host
+from mdistiller_ext import host, registration, registry
 from mdistiller_ext.errors import UserError
 from mdistiller_ext.standalone.cfg import host_defaults
 from mdistiller_ext.validate import RULES, validate
@@ -30,22 +30,29 @@ def test_standalone_defaults_equal_host_facts():
 
 
 def test_base_cfg_has_new_nodes_and_is_a_fresh_copy():
-    a, b = host.base_cfg(), host.base_cfg()
+    a, b = registration.base_cfg(), registration.base_cfg()
     for node in ("DHKD", "AEKT", "EXT"):
         assert node in a
     a.DHKD.T = 9.0
     assert b.DHKD.T == 2.0
 
 
-def test_config_count():
-    # KD/DKD/DHKD/AEKT x (11 CIFAR-100 + 3 CIFAR-10) pairs, CRD x 11, ReviewKD x 14, 6 + 3 teachers,
-    # 6 methods x 2 ImageNet pairs, 12 DHKD + 10 AEKT ablations
-    assert len(CONFIGS) == 4 * 14 + 11 + 14 + 9 + 12 + 12 + 10
+def test_shipped_configs_are_exactly_the_generated_ones():
+    # every registered recipe on every pair of its datasets, the teachers, the ablations: no stray file
+    from mdistiller_ext.generate import all_configs
+
+    generated = {os.path.normpath(rel) for rel, _ in all_configs()}
+    assert {str(p.relative_to(ROOT / "configs")) for p in CONFIGS} == generated
+    per_method = {m.slug: sum(1 for rel in generated if "ablations" not in rel
+                              and (f"/{m.slug}/" in f"/{rel}" or rel.endswith(f"/{m.slug}.yaml")))
+                  for m in registry.methods(builtin_only=True) if m.recipe is not None}
+    # 14 CIFAR pairs (11 CIFAR-100 + 3 CIFAR-10) + 2 ImageNet pairs; CRD has no CIFAR-10 configs
+    assert per_method == {"kd": 16, "dkd": 16, "crd": 13, "reviewkd": 16, "dhkd": 16, "aekt": 16}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(ROOT / "configs")) for p in CONFIGS])
 def test_every_config_merges_and_validates(path):
-    cfg = host.base_cfg()
+    cfg = registration.base_cfg()
     cfg.merge_from_file(str(path))
     validate(cfg, standalone_engine=cfg.SOLVER.TRAINER in ("base", "align"))
     table = host.imagenet_model_dict if cfg.DATASET.TYPE == "imagenet" else host.cifar_model_dict
@@ -53,13 +60,13 @@ def test_every_config_merges_and_validates(path):
 
 
 def test_dhkd_recipe_per_pair():
-    cfg = host.base_cfg()
+    cfg = registration.base_cfg()
     cfg.merge_from_file(str(ROOT / "configs/cifar100/dhkd/res32x4_shuv2.yaml"))
     assert (cfg.DHKD.HEAD, cfg.SOLVER.TRAINER, cfg.SOLVER.LR) == ("nonlinear", "align", 0.01)
-    cfg = host.base_cfg()
+    cfg = registration.base_cfg()
     cfg.merge_from_file(str(ROOT / "configs/cifar100/dhkd/res56_res20.yaml"))
     assert (cfg.DHKD.HEAD, cfg.SOLVER.TRAINER, cfg.SOLVER.LR, cfg.SOLVER.WEIGHT_DECAY) == ("linear", "base", 0.05, 0.0005)
-    cfg = host.base_cfg()
+    cfg = registration.base_cfg()
     cfg.merge_from_file(str(ROOT / "configs/imagenet/r34_r18/dhkd.yaml"))
     assert (cfg.DHKD.ALPHA, cfg.DHKD.KD_OFF_EPOCH, cfg.DHKD.HEAD) == (0.1, 50, "linear")
 
@@ -68,7 +75,7 @@ def test_aekt_betas_per_pair():
     expected = {"res56_res20": 2, "res110_res32": 2, "res32x4_res8x4": 8, "wrn40_2_wrn_16_2": 6, "wrn40_2_wrn_40_1": 6,
                 "vgg13_vgg8": 6, "vgg13_mv2": 6, "res50_mv2": 8, "res32x4_shuv1": 8, "res32x4_shuv2": 8, "wrn40_2_shuv1": 8}
     for pair, beta in expected.items():
-        cfg = host.base_cfg()
+        cfg = registration.base_cfg()
         cfg.merge_from_file(str(ROOT / f"configs/cifar100/aekt/{pair}.yaml"))
         assert cfg.AEKT.BETA == beta and cfg.AEKT.T == 4.0 and cfg.AEKT.WARMUP == 20
 
@@ -95,12 +102,12 @@ BAD_VALUES = {
 
 
 def test_every_rule_has_a_failing_example():
-    assert sorted(BAD_VALUES) == sorted(k for k, _ in RULES)
+    assert sorted(BAD_VALUES) == sorted(k for k, _ in RULES + registry.rules(builtin_only=True))
 
 
 @pytest.mark.parametrize("key", sorted(BAD_VALUES))
 def test_validation_rule_message(key):
-    cfg = host.base_cfg()
+    cfg = registration.base_cfg()
     node = cfg
     *parents, leaf = key.split(".")
     for p in parents:
@@ -113,7 +120,7 @@ def test_validation_rule_message(key):
 
 
 def test_engine_specific_rules():
-    cfg = host.base_cfg()
+    cfg = registration.base_cfg()
     cfg.SOLVER.TRAINER = "crd"
     with pytest.raises(UserError, match="SOLVER.TRAINER"):
         validate(cfg, standalone_engine=True)
@@ -127,7 +134,7 @@ def test_engine_specific_rules():
 def test_experiment_name_follows_host_and_flattens_paths():
     from mdistiller_ext.train_cli import experiment_name
 
-    cfg = host.base_cfg()
+    cfg = registration.base_cfg()
     cfg.EXPERIMENT.PROJECT, cfg.EXPERIMENT.TAG = "proj", "tag"
     assert experiment_name(cfg, ["SOLVER.EPOCHS", "3"]) == os.path.join("proj", "tag,SOLVER.EPOCHS:3")
     name = experiment_name(cfg, ["LOG.PREFIX", "/tmp/a/b", "EXT.SEED", "1"])

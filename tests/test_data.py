@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from mdistiller_ext import host
+from mdistiller_ext import host, registration
 from mdistiller_ext.data import build_datasets, get_dataset, load_cifar10, load_cifar100
 from mdistiller_ext.errors import UserError
 
@@ -13,7 +13,7 @@ from .conftest import class_images, write_cifar10_jpeg_tar, write_cifar100_pytho
 
 
 def cfg_for(kind, root, **ext):
-    cfg = host.base_cfg()
+    cfg = registration.base_cfg()
     cfg.DATASET.TYPE = kind
     cfg.EXT.DATA_ROOT = str(root)
     cfg.EXT.DATA_CACHE = str(root)

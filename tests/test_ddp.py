@@ -6,10 +6,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from mdistiller_ext import host
-from mdistiller_ext.distillers import DHKD
+from mdistiller_ext import host, registration
+from mdistiller_ext.methods.dhkd import DHKD
 from mdistiller_ext.engine.distributed import all_reduce_mean_
-from mdistiller_ext.engine.step import forward_backward
+from mdistiller_ext.engine.step import StepSetup, forward_backward
 from mdistiller_ext.standalone.models import cifar_model_dict
 
 pytestmark = pytest.mark.slow
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 def build():
     torch.manual_seed(0)
-    cfg = host.base_cfg()
+    cfg = registration.base_cfg()
     d = DHKD(cifar_model_dict["resnet8"][0](num_classes=10), cifar_model_dict["resnet8"][0](num_classes=10), cfg)
     d.teacher.requires_grad_(False)
     d.train()
@@ -46,7 +46,7 @@ def worker(rank, world, init_file, out, align):
     x, y = batch()
     half = slice(rank * 4, rank * 4 + 4)
     params = list(d.get_learnable_parameters())
-    forward_backward(model, params, x[half], y[half], 1, align, None, reduce=all_reduce_mean_)
+    forward_backward(model, x[half], y[half], 1, StepSetup(params, align=align, reduce=all_reduce_mean_))
     if rank == 0:
         torch.save(grads(d), out)
     dist.destroy_process_group()
@@ -58,7 +58,7 @@ def test_two_process_gradients_match_single_process(tmp_path, align):
     mp.spawn(worker, args=(2, str(tmp_path / "init"), str(out), align), nprocs=2, join=True)
     d = build()
     x, y = batch()
-    forward_backward(d, list(d.get_learnable_parameters()), x, y, 1, align, None)
+    forward_backward(d, x, y, 1, StepSetup(list(d.get_learnable_parameters()), align=align))
     single = grads(d)
     multi = torch.load(out, weights_only=True)
     assert len(single) == len(multi)

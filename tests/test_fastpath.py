@@ -6,9 +6,9 @@ from PIL import Image
 from torchvision import transforms
 from torchvision.transforms import functional as TF
 
-from mdistiller_ext import host
+from mdistiller_ext import host, registration
 from mdistiller_ext.data import CIFAR100_MEAN, CIFAR100_STD, cifar_transforms, uses_fast_path
-from mdistiller_ext.distillers import DHKD
+from mdistiller_ext.methods.dhkd import DHKD
 from mdistiller_ext.errors import UserError
 from mdistiller_ext.fastdata import DeviceCifarLoader, random_crop_flip
 from mdistiller_ext.standalone.models import cifar_model_dict
@@ -91,7 +91,7 @@ def test_fast_and_reference_paths_give_the_same_batch_and_loss():
     x_ref = torch.stack([test_t(Image.fromarray(i)) for i in imgs])
     assert torch.allclose(x_fast, x_ref, atol=1e-5)
     torch.manual_seed(0)
-    cfg = host.base_cfg()
+    cfg = registration.base_cfg()
     d = DHKD(cifar_model_dict["resnet8"][0](num_classes=100), cifar_model_dict["resnet8"][0](num_classes=100), cfg)
     d.train()
     for m in d.modules():
@@ -111,7 +111,7 @@ def test_train_transform_is_the_hosts():
 
 
 def test_fast_path_is_the_default_for_cifar_only():
-    cfg = host.base_cfg()
+    cfg = registration.base_cfg()
     for kind, expected in (("cifar100", True), ("cifar10", True), ("imagenet", False)):
         cfg.DATASET.TYPE = kind
         assert uses_fast_path(cfg) is expected, kind

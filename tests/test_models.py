@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from mdistiller_ext import host
-from mdistiller_ext.distillers import DHKD
+from mdistiller_ext import host, registration
+from mdistiller_ext.methods.dhkd import DHKD
 from mdistiller_ext.heads import AuxiliaryHead, classifier_of, expected_head_parameters
 from mdistiller_ext.standalone.models import cifar_model_dict, imagenet_model_dict
 
@@ -61,7 +61,7 @@ def test_host_checkpoint_round_trip(tmp_path):
 
 
 def _dhkd(student, head, num_classes, teacher=None):
-    cfg = host.base_cfg()
+    cfg = registration.base_cfg()
     cfg.DHKD.HEAD = head
     teacher = teacher if teacher is not None else cifar_model_dict["resnet8"][0](num_classes=num_classes)
     return DHKD(student, teacher, cfg)
@@ -128,7 +128,7 @@ def test_single_head_ablation_puts_loss_on_main_head():
 
 def test_kd_off_epoch_and_main_kd_option():
     torch.manual_seed(0)
-    cfg = host.base_cfg()
+    cfg = registration.base_cfg()
     cfg.DHKD.KD_OFF_EPOCH = 50
     cfg.DHKD.MAIN_KD_WEIGHT = 0.0
     d = DHKD(cifar_model_dict["resnet8"][0](num_classes=10), cifar_model_dict["resnet8"][0](num_classes=10), cfg).train()
@@ -141,7 +141,7 @@ def test_kd_off_epoch_and_main_kd_option():
     ("vgg8", "student", "small"), ("MobileNetV2", "student", "small"), ("wrn_16_2", "student", "zero_bias"),
     ("resnet8", "student", "default"), ("vgg8", "default", "default")])
 def test_dhkd_head_follows_the_students_init_rule(student, head_init, expect):
-    cfg = host.base_cfg()
+    cfg = registration.base_cfg()
     cfg.DHKD.HEAD_INIT = head_init
     torch.manual_seed(0)
     s = cifar_model_dict[student][0](num_classes=100)

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from mdistiller_ext import host, worklog
-from mdistiller_ext.distillers import DHKD
+from mdistiller_ext import host, registration, worklog
+from mdistiller_ext.methods.dhkd import DHKD
 from mdistiller_ext.engine.probe import GradProbe, conflict, shared_parameters
 from mdistiller_ext.heads import classifier_of
 
@@ -43,7 +43,7 @@ def test_shared_parameters_are_the_student_without_its_classifier():
 
 def test_probe_on_a_distiller_matches_separate_backward_passes():
     torch.manual_seed(0)
-    cfg = host.base_cfg()
+    cfg = registration.base_cfg()
     student = host.cifar_model_dict["resnet8"][0](num_classes=10).double()
     teacher = host.cifar_model_dict["resnet8"][0](num_classes=10).double()
     d = DHKD(student, teacher, cfg).double().train()

@@ -1,4 +1,5 @@
 """Crash safety with real processes: kill -9 mid-epoch then --resume, and the non-finite guard."""
+import json
 import os
 import signal
 import subprocess
@@ -78,6 +79,9 @@ def test_kill_9_mid_epoch_then_resume_is_bitwise_identical(work):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     la, lb = worklog.read(str(work / "out/cifar10_dhkd/straight/worklog.txt")), worklog.read(str(log))
     assert la.epochs == lb.epochs and la.best_acc == lb.best_acc and list(lb.epochs) == [1, 2, 3]
+    # the killed segment's cost was recorded as its epoch finished, the resumed one's after it
+    cost = json.loads((work / "out/cifar10_dhkd/killed/runtime.json").read_text())["cost"]
+    assert [c["epochs"] for c in cost] == [[1, 1], [2, 3]] and all(c["cpu_s"] > 0 for c in cost)
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(work):

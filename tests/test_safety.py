@@ -147,7 +147,7 @@ def test_dhkd_losses_finite_and_bkn_gradient_bounded(pair, tau):
 
 
 @settings(max_examples=150, deadline=None)
-@given(logits_pair(), st.sampled_from(losses.RATIO_MODES), st.sampled_from(losses.RATIO_NORMS), st.floats(0.5, 8.0))
+@given(logits_pair(), st.sampled_from(list(losses.RATIO_MODES)), st.sampled_from(list(losses.RATIO_NORMS)), st.floats(0.5, 8.0))
 def test_aekt_loss_finite_for_any_finite_logits(pair, mode, norm, T):
     zs, zt, y = pair
     zs = zs.clone().requires_grad_()

@@ -7,6 +7,10 @@
   python tools/compare.py ... --dry-run                      # print what would run
   python tools/compare.py --runs output/cifar100_baselines/* --out report   # aggregate existing run dirs
                                                             # (this engine's or mdistiller's)
+  python tools/compare.py --plugin my_method.py --methods mykd ... # a method from outside the package
+
+Configs are read from ./configs (or --configs DIR); a method with a recipe but no config file there
+(a plug-in, say) gets one written from its recipe under <out>/configs.
 
 Finished runs are skipped, interrupted ones resumed, finished ones never overwritten. Writes
 <out>/comparison.md, comparison.csv, bars.png and curves_<dataset>_<pair>.png.
@@ -20,10 +24,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import yaml  # noqa: E402
 
-from mdistiller_ext import aggregate, reference, sweep  # noqa: E402
+from mdistiller_ext import aggregate, reference, registration, sweep  # noqa: E402
 from mdistiller_ext.errors import UserError  # noqa: E402
 
-SWEEP_KEYS = {"dataset", "methods", "pairs", "seeds", "set", "out", "runs", "replace_report"}
+SWEEP_KEYS = {"dataset", "methods", "pairs", "seeds", "set", "out", "runs", "replace_report", "configs", "plugins"}
 
 
 def parse(argv=None):
@@ -37,6 +41,9 @@ def parse(argv=None):
     ap.add_argument("--set", nargs="+", default=None, metavar="KEY VALUE", help="overrides for every run")
     ap.add_argument("--runs", nargs="+", help="aggregate these run directories (globs allowed) instead of planning runs")
     ap.add_argument("--out", default=None, help="report folder (default: comparison)")
+    ap.add_argument("--configs", default=None, help="folder of configs/<dataset>/<method>/<pair>.yaml (default: ./configs)")
+    ap.add_argument("--plugin", action="append", default=None, metavar="FILE_OR_MODULE",
+                    help="a method module from outside the package (its runs load it too); repeatable")
     ap.add_argument("--dry-run", action="store_true")
     ap.add_argument("--no-run", action="store_true", help="only aggregate the planned runs that exist")
     ap.add_argument("--reference", default=reference.DEFAULT_PATH, help="reference-results yaml")
@@ -57,10 +64,12 @@ def parse(argv=None):
         args.config_runs = spec.get("runs")
         args.replace_report = args.replace_report or bool(spec.get("replace_report"))
         for key, value in (("dataset", spec.get("dataset")), ("methods", spec.get("methods")), ("pairs", spec.get("pairs")),
-                           ("seeds", spec.get("seeds")), ("set", overrides or None), ("out", spec.get("out"))):
+                           ("seeds", spec.get("seeds")), ("set", overrides or None), ("out", spec.get("out")),
+                           ("configs", spec.get("configs")), ("plugin", spec.get("plugins"))):
             if getattr(args, key) is None and value is not None:
                 setattr(args, key, value)
     args.out = args.out or "comparison"
+    args.configs = args.configs or "configs"
     args.set = args.set or []
     if not args.runs and not args.config_runs and not (args.dataset and args.methods and args.pairs and args.seeds):
         raise UserError("give --dataset, --methods, --pairs and --seeds (or --sweep FILE), or --runs DIR...")
@@ -88,6 +97,8 @@ def report(results, refs, out: str, pool_runtimes: bool = False) -> None:
 def main(argv=None) -> int:
     try:
         args = parse(argv)
+        if args.plugin:
+            registration.add_plugins(args.plugin)
         refs = reference.load(args.reference)
         if args.runs:
             dirs = sorted({d for pattern in args.runs for d in glob.glob(pattern) if os.path.isdir(d)})
@@ -99,7 +110,8 @@ def main(argv=None) -> int:
         if args.config_runs:
             specs = sweep.plan_configs(args.config_runs, args.set)
         else:
-            specs = sweep.plan(args.dataset, args.methods, args.pairs, args.seeds, args.set)
+            specs = sweep.plan(args.dataset, args.methods, args.pairs, args.seeds, args.set, args.configs,
+                               os.path.join(args.out, "configs"))
         if args.dry_run:
             no_teacher = []
             for s in specs:

@@ -4,9 +4,11 @@ g_ce and g_kd are the gradients of loss_ce and loss_kd over all learnable parame
 parameter a loss does not reach counts as zeros). If <g_kd, g_ce> < 0, the component of g_kd
 along g_ce is removed; g_ce is never changed. The sum is written into .grad.
 """
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
+
+from ..methods.base import require_split, split_by_names
 
 
 def _dot(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -29,28 +31,18 @@ def _grads(loss: torch.Tensor, params: List[torch.Tensor], retain: bool) -> List
     return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
 
 
-def split_losses(losses: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(task loss, distillation loss): ``loss_kd`` is the distillation side, every other entry the task side.
-
-    The one rule that both gradient alignment and the gradient-conflict probe use.
-    """
-    if "loss_kd" not in losses or len(losses) < 2:
-        raise ValueError(f"splitting the gradient needs losses named loss_ce and loss_kd (loss_kd: distillation, "
-                         f"any other: task), got {sorted(losses)}")
-    ce = sum(v.mean() for k, v in losses.items() if k != "loss_kd")
-    return ce, losses["loss_kd"].mean()
-
-
 def aligned_backward(losses: Dict[str, torch.Tensor], params: List[torch.Tensor],
-                     reduce: Optional[Callable[[List[torch.Tensor]], List[torch.Tensor]]] = None) -> torch.Tensor:
-    """Two backward passes (loss_ce, loss_kd), projection, and .grad = g_ce + g_kd'.
+                     reduce: Optional[Callable[[List[torch.Tensor]], List[torch.Tensor]]] = None,
+                     split: Callable = split_by_names) -> torch.Tensor:
+    """Two backward passes (task side, distillation side), projection, and .grad = g_ce + g_kd'.
 
-    Other entries of ``losses`` (if any) are added to g_ce unprojected. ``reduce`` (data
+    ``split`` is the distiller's declared ``split_losses`` (by default loss_kd is the distillation
+    side and every other entry the task side, added to g_ce unprojected). ``reduce`` (data
     parallel: an all-reduce mean) is applied to both gradients before the projection, so the
     projection uses the global gradients. Returns the total loss.
     """
     params = [p for p in params if p.requires_grad]
-    ce, kd = split_losses(losses)
+    ce, kd = require_split(split(losses), losses)
     kd_reaches = kd.requires_grad
     g_ce = _grads(ce, params, retain=kd_reaches)
     g_kd = _grads(kd, params, retain=False) if kd_reaches else [torch.zeros_like(p) for p in params]

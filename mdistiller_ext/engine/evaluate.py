@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..methods.base import hook
 from .step import autocast_context
 
 
@@ -13,12 +14,6 @@ def topk_correct(logits: torch.Tensor, target: torch.Tensor, ks=(1, 5)) -> torch
     k = min(max(ks), logits.shape[1])
     hit = logits.topk(k, dim=1).indices.eq(target[:, None])
     return torch.stack([hit[:, :min(kk, k)].any(dim=1).sum() for kk in ks]).float()
-
-
-def test_heads(distiller: nn.Module) -> Callable[[torch.Tensor], Dict[str, torch.Tensor]]:
-    """The distiller's ``forward_test_heads`` (every head, "main" first) or its deployed output alone."""
-    heads_fn = getattr(distiller, "forward_test_heads", None)
-    return heads_fn if heads_fn is not None else (lambda image: {"main": distiller(image=image)})
 
 
 @torch.no_grad()
@@ -29,7 +24,7 @@ def evaluate(distiller: nn.Module, batches: Iterable, prepare: Callable, amp: Op
     Sums stay on the device; the host reads them once at the end.
     """
     distiller.eval()
-    heads_fn = test_heads(distiller)
+    heads_fn = hook(distiller, "forward_test_heads")
     sums: Dict[str, torch.Tensor] = {}
     loss_sum = None
     n = 0

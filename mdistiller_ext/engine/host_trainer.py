@@ -2,11 +2,12 @@
 
 Built on the host's BaseTrainer (passed in by ``registration.register``), so logging, checkpoints and
 resume stay the host's; only one training iteration changes, and it runs this project's step
-function (``step.forward_backward`` with alignment), the same one the standalone engine runs.
+function (``step.train_step`` with alignment, no non-finite guard: the host has none), the same one
+the standalone engine runs.
 """
 import time
 
-from .step import forward_backward
+from .step import StepSetup, train_step
 
 
 def make_align_trainer(base_trainer: type) -> type:
@@ -14,15 +15,13 @@ def make_align_trainer(base_trainer: type) -> type:
 
     class AlignTrainer(base_trainer):
         def train_iter(self, data, epoch, train_meters):
-            self.optimizer.zero_grad()
             start = time.time()
             image, target = data[0], data[1]
             train_meters["data_time"].update(time.time() - start)
             image = image.float().cuda(non_blocking=True)
             target = target.cuda(non_blocking=True)
-            params = list(self.distiller.module.get_learnable_parameters())
-            preds, _, loss = forward_backward(self.distiller, params, image, target, epoch, align=True, amp=None)
-            self.optimizer.step()
+            setup = StepSetup.for_distiller(self.distiller.module, align=True)
+            preds, loss = train_step(self.distiller, self.optimizer, image, target, epoch, setup)
             train_meters["training_time"].update(time.time() - start)
             n = image.size(0)
             acc1, acc5 = accuracy(preds, target, topk=(1, 5))

@@ -7,13 +7,13 @@ parameter except its classifier, and records their cosine similarity and the nor
 written into ``.grad``), so training is unchanged bitwise; values stay on the device until the
 epoch ends, so it adds no host synchronisation. Off (N = 0) it is never constructed.
 """
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 import torch.nn as nn
 
 from ..heads import classifier_of
-from .alignment import split_losses
+from ..methods.base import split_by_names
 
 
 def shared_parameters(student: nn.Module) -> List[nn.Parameter]:
@@ -42,8 +42,9 @@ def conflict(ce: torch.Tensor, kd: torch.Tensor, params: List[torch.Tensor]) -> 
 class GradProbe:
     """Measures every ``every`` steps; ``take_epoch()`` returns the epoch's records and their means."""
 
-    def __init__(self, every: int, student: nn.Module) -> None:
+    def __init__(self, every: int, student: nn.Module, split: Callable = split_by_names) -> None:
         self.every = every
+        self.split = split  # the distiller's declared split_losses
         self.params = shared_parameters(student)
         self._steps: List[int] = []
         self._values: List[torch.Tensor] = []
@@ -52,9 +53,10 @@ class GradProbe:
         return step % self.every == 0
 
     def measure(self, step: int, losses: Dict[str, torch.Tensor]) -> None:
-        if "loss_kd" not in losses:
+        split = self.split(losses)
+        if split is None:
             return  # nothing to split (vanilla training)
-        ce, kd = split_losses(losses)
+        ce, kd = split
         self._steps.append(step)
         self._values.append(conflict(ce, kd, self.params).detach())
 

@@ -1,50 +1,131 @@
-"""One training step's forward and gradients, shared by this engine and the host-side align trainer."""
+"""One training step, shared by this engine and the host-side ``align`` trainer: forward, losses,
+backward (plain, or the gradient-alignment pair), the non-finite guard and the optimizer step."""
 import contextlib
-from typing import Callable, Dict, List, Optional
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 from yacs.config import CfgNode
 
+from ..config import AMP_MODES, NONFINITE_MODES
+from ..methods.base import hook, split_by_names
 from .alignment import aligned_backward
+
+Losses = Dict[str, torch.Tensor]
 
 
 def autocast_dtype(cfg: CfgNode, device: torch.device) -> Optional[torch.dtype]:
     """EXT.AMP: auto is bf16 on CUDA devices that support it and off elsewhere."""
-    amp = cfg.EXT.AMP
-    if amp == "auto":
+    name = AMP_MODES[cfg.EXT.AMP]
+    if name == "auto":
         return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
-    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    return None if name is None else getattr(torch, name)
 
 
 def autocast_context(device_type: str, amp: Optional[torch.dtype]):
     return torch.autocast(device_type, dtype=amp) if amp is not None else contextlib.nullcontext()
 
 
-def use_channels_last(cfg: CfgNode, device: torch.device) -> bool:
-    return cfg.EXT.CHANNELS_LAST == "on" or (cfg.EXT.CHANNELS_LAST == "auto" and device.type == "cuda")
+@dataclass
+class StepSetup:
+    """What every step of a run shares: the parameters, how gradients are made, precision."""
+    params: List[nn.Parameter]
+    align: bool = False                 # SOLVER.TRAINER align: the gradient-alignment pair of backward passes
+    amp: Optional[torch.dtype] = None   # autocast dtype (None: float32)
+    scaler: Optional[torch.amp.GradScaler] = None  # fp16 only
+    reduce: Optional[Callable[[List[torch.Tensor]], List[torch.Tensor]]] = None  # DDP + align: all-reduce mean
+    split: Callable[[Losses], Optional[Tuple[torch.Tensor, torch.Tensor]]] = split_by_names  # the distiller's split_losses
+
+    @classmethod
+    def for_distiller(cls, distiller: nn.Module, **kwargs) -> "StepSetup":
+        return cls(list(distiller.get_learnable_parameters()), split=hook(distiller, "split_losses"), **kwargs)
 
 
-def forward_backward(model: nn.Module, params: List[nn.Parameter], image: torch.Tensor, target: torch.Tensor,
-                     epoch: int, align: bool, amp: Optional[torch.dtype], scaler=None, reduce=None,
-                     probe: Optional[Callable[[Dict[str, torch.Tensor]], None]] = None):
+def forward_backward(model: nn.Module, image: torch.Tensor, target: torch.Tensor, epoch: int, setup: StepSetup,
+                     probe: Optional[Callable[[Losses], None]] = None) -> Tuple[torch.Tensor, Losses, torch.Tensor]:
     """One step's forward and gradients: a plain (or DDP) backward of the summed losses, or the
-    gradient-alignment pair of backward passes (under DDP's no_sync, with ``reduce`` averaging
+    gradient-alignment pair of backward passes (under DDP's no_sync, with ``setup.reduce`` averaging
     both gradients over processes). ``probe``, if given, reads the losses before the backward
     (it must not write gradients). Returns (logits, losses, total loss)."""
-    autocast = autocast_context(image.device.type, amp)
-    sync_off = model.no_sync() if (align and hasattr(model, "no_sync")) else contextlib.nullcontext()
+    scaler = setup.scaler
+    sync_off = model.no_sync() if (setup.align and hasattr(model, "no_sync")) else contextlib.nullcontext()
     with sync_off:
-        with autocast:
+        with autocast_context(image.device.type, setup.amp):
             logits, losses = model(image=image, target=target, epoch=epoch)
         if probe is not None:
             probe(losses)
-        if align:
+        if setup.align:
             scaled = losses if scaler is None else {k: scaler.scale(v) for k, v in losses.items()}
-            total = aligned_backward(scaled, params, reduce=reduce)
+            total = aligned_backward(scaled, setup.params, reduce=setup.reduce, split=setup.split)
             if scaler is not None:
                 total = total / scaler.get_scale()
         else:
             total = sum(v.mean() for v in losses.values())
             (total if scaler is None else scaler.scale(total)).backward()
     return logits, losses, total.detach()
+
+
+class NonFiniteGuard:
+    """EXT.NONFINITE: watches every step's losses and gradient norm for NaN/inf.
+
+    ``stop``: records the first bad step on the device (no host synchronisation per step); the
+    trainer asks ``first_failure()`` every so often and stops there. ``skip``: drops each bad step
+    before the optimizer sees it (one synchronisation per step) and counts it.
+    """
+
+    def __init__(self, mode: str, device: torch.device) -> None:
+        self.skip = NONFINITE_MODES[mode]
+        self.skipped = 0
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        self._bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
+        self._bad_mask: Optional[torch.Tensor] = None
+        self._names: List[str] = []
+
+    def observe(self, step: int, losses: Losses, params: List[nn.Parameter], scaled: bool) -> bool:
+        """Record this step; True if it must be dropped (skip mode and something is not finite)."""
+        self._names = list(losses) + ["gradient"]
+        grads = [p.grad for p in params if p.grad is not None]
+        # with fp16 the scaler owns overflowing gradients (it skips those steps itself)
+        if grads and not scaled:
+            gnorm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+        else:
+            gnorm = torch.zeros((), device=self.device)
+        flags = torch.cat([~torch.isfinite(torch.stack([v.detach().float().mean() for v in losses.values()])),
+                           (~torch.isfinite(gnorm))[None]])
+        first = (self._bad_step < 0) & flags.any()
+        self._bad_step = torch.where(first, step, self._bad_step)
+        self._bad_mask = flags if self._bad_mask is None else torch.where(first, flags, self._bad_mask)
+        if self.skip and bool(flags.any()):
+            self.skipped += 1
+            return True
+        return False
+
+    def first_failure(self) -> Optional[Tuple[int, List[str]]]:
+        """(step, names of what was not finite) of the first bad step, or None (stop mode; syncs once)."""
+        if self.skip or self._bad_mask is None:
+            return None
+        step = int(self._bad_step)
+        if step < 0:
+            return None
+        return step, [n for n, b in zip(self._names, self._bad_mask.tolist()) if b]
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, image: torch.Tensor, target: torch.Tensor,
+               epoch: int, setup: StepSetup, step: int = 0, guard: Optional[NonFiniteGuard] = None,
+               probe: Optional[Callable[[Losses], None]] = None) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+    """zero_grad, forward_backward, the guard, the optimizer step. Returns (logits, total loss), or None
+    where the guard dropped the step."""
+    optimizer.zero_grad(set_to_none=True)
+    logits, losses, total = forward_backward(model, image, target, epoch, setup, probe)
+    if guard is not None and guard.observe(step, losses, setup.params, setup.scaler is not None):
+        return None
+    if setup.scaler is not None:
+        setup.scaler.step(optimizer)
+        setup.scaler.update()
+    else:
+        optimizer.step()
+    return logits, total

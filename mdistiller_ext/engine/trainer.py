@@ -8,7 +8,6 @@ guard, and the gradient-alignment step (SOLVER.TRAINER "align").
 """
 import functools
 import hashlib
-import json
 import os
 import random
 import time
@@ -25,9 +24,9 @@ from .. import host, provenance, worklog
 from ..config import flat_config, write_config
 from ..checkpoint import load_safe, save_atomic
 from ..errors import UserError
-from ..teachers import record_path, teacher_folder
+from ..config import use_channels_last
 from .evaluate import evaluate, topk_correct
-from .step import autocast_dtype, forward_backward, use_channels_last
+from .step import NonFiniteGuard, StepSetup, autocast_dtype, train_step
 from . import wandb_log
 from .probe import GradProbe
 from .distributed import SINGLE, DistInfo, all_reduce_mean_, all_reduce_sum, barrier
@@ -124,16 +123,17 @@ class Trainer:
         self.log_path = os.path.join(cfg.LOG.PREFIX, experiment_name)
         self.wandb = False
         self._epoch_seconds: List[float] = []
-        self.params = list(self.distiller.get_learnable_parameters())
-        self.optimizer = torch.optim.SGD(self.params, lr=cfg.SOLVER.LR, momentum=cfg.SOLVER.MOMENTUM,
+        self.setup = StepSetup.for_distiller(
+            self.distiller, align=cfg.SOLVER.TRAINER == "align", amp=self.amp,
+            scaler=torch.amp.GradScaler(device.type) if self.amp == torch.float16 else None,
+            reduce=all_reduce_mean_ if dist_info.enabled else None)
+        self.optimizer = torch.optim.SGD(self.setup.params, lr=cfg.SOLVER.LR, momentum=cfg.SOLVER.MOMENTUM,
                                          weight_decay=cfg.SOLVER.WEIGHT_DECAY)
-        self.scaler = torch.amp.GradScaler(device.type) if self.amp == torch.float16 else None
-        self.align = cfg.SOLVER.TRAINER == "align"
+        self.guard = NonFiniteGuard(cfg.EXT.NONFINITE, device)
         self.best_acc = -1.0
-        self.skipped = 0
         self.writer = None
         every = cfg.EXT.GRAD_PROBE_EVERY
-        self.probe = GradProbe(every, self.distiller.student) if every > 0 else None
+        self.probe = GradProbe(every, self.distiller.student, self.setup.split) if every > 0 else None
 
     def runtime(self) -> Dict[str, object]:
         """What this run's ``auto`` settings resolved to (recorded in runtime.json and the worklog)."""
@@ -151,6 +151,11 @@ class Trainer:
         barrier()
         epoch = self._resume() + 1 if resume else 1
         first, wall0, cpu0 = epoch, time.time(), time.process_time()
+        started = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(wall0))
+
+        def record_cost(last: int) -> None:
+            provenance.record_cost(self.log_path, first, last, time.time() - wall0, time.process_time() - cpu0, started)
+
         if main and resume:
             print(f"resuming {self.log_path} after epoch {epoch - 1} (best so far {self.best_acc:.2f}); "
                   f"epochs {epoch}-{self.cfg.SOLVER.EPOCHS} to go", flush=True)
@@ -167,18 +172,18 @@ class Trainer:
         try:
             while epoch <= self.cfg.SOLVER.EPOCHS:
                 self.train_epoch(epoch)
+                if main:
+                    record_cost(epoch)
                 epoch += 1
         finally:
             if self.writer is not None:
                 self.writer.close()
             if self.wandb:
                 wandb_log.finish()
-            if main and epoch > first:
-                provenance.record_cost(self.log_path, first, epoch - 1, time.time() - wall0, time.process_time() - cpu0)
+            if main and epoch > first:  # the time spent in an interrupted epoch counts too
+                record_cost(epoch - 1)
         if main:
             worklog.append(self._path("worklog.txt"), worklog.best_line(self.best_acc))
-            if self.cfg.EXT.EXPORT_TEACHER and self.cfg.DISTILLER.TYPE == "NONE":
-                self._export_teacher()
         barrier()
         return self.best_acc
 
@@ -201,8 +206,8 @@ class Trainer:
         values = OrderedDict(train_acc=train_acc, train_loss=train_loss, test_acc=test["test_acc"],
                              test_acc_top5=test["test_acc_top5"], test_loss=test["test_loss"])
         values.update((k, v) for k, v in test.items() if k not in values)
-        if self.skipped:
-            values["nonfinite_skipped"] = float(self.skipped)
+        if self.guard.skipped:
+            values["nonfinite_skipped"] = float(self.guard.skipped)
         probed = self.probe.take_epoch() if self.probe is not None else None
         if probed is not None:
             values["grad_cos"], values["grad_norm_ratio"] = probed["mean_cos"], probed["mean_ratio"]
@@ -245,67 +250,40 @@ class Trainer:
         dev = self.device
         sums = torch.zeros(2, device=dev)  # loss * n, top-1 hits
         seen = 0
-        bad_step = torch.full((), -1, dtype=torch.long, device=dev)
-        bad_mask = None
-        names: List[str] = []
+        self.guard.reset()
         # None lets tqdm switch itself off when stderr is not a terminal (logs of sweeps, nohup)
         show = self.cfg.EXT.PROGRESS and self.dist.is_main
         bar = tqdm(total=len(self.train_loader), desc=f"epoch {epoch}", disable=None if show else True,
                    dynamic_ncols=True, leave=False)
-        reduce = all_reduce_mean_ if self.dist.enabled else None
         refreshed = time.monotonic()
         for step, batch in enumerate(self.train_loader):
             image, target = self._prepare(batch)
-            self.optimizer.zero_grad(set_to_none=True)
-            probe = None
-            if self.probe is not None and self.probe.due(step):
-                probe = functools.partial(self.probe.measure, step)
-            logits, losses, total = forward_backward(self.model, self.params, image, target, epoch, self.align,
-                                                     self.amp, self.scaler, reduce, probe)
-            names = list(losses)
-            grads = [p.grad for p in self.params if p.grad is not None]
-            # with fp16 the scaler owns overflowing gradients (it skips those steps itself)
-            if grads and self.scaler is None:
-                gnorm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
-            else:
-                gnorm = torch.zeros((), device=dev)
-            flags = torch.cat([~torch.isfinite(torch.stack([v.detach().float().mean() for v in losses.values()])),
-                               (~torch.isfinite(gnorm))[None]])
-            first = (bad_step < 0) & flags.any()
-            bad_step = torch.where(first, step, bad_step)
-            bad_mask = flags if bad_mask is None else torch.where(first, flags, bad_mask)
-            if self.cfg.EXT.NONFINITE == "skip" and bool(flags.any()):
-                self.skipped += 1
-                bar.update()
+            probe = functools.partial(self.probe.measure, step) if self.probe is not None and self.probe.due(step) else None
+            done = train_step(self.model, self.optimizer, image, target, epoch, self.setup, step, self.guard, probe)
+            bar.update()
+            if done is None:
                 continue
-            if self.scaler is not None:
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            else:
-                self.optimizer.step()
+            logits, total = done
             n = target.shape[0]
             seen += n
             sums += torch.stack([total.float() * n, topk_correct(logits.detach(), target, (1,))[0]])
-            bar.update()
             now = time.monotonic()
             if step % CHECK_EVERY == 0 or step == len(self.train_loader) - 1 or now - refreshed > REFRESH_SECONDS:
                 refreshed = now
-                self._check_finite(epoch, bad_step, bad_mask, names + ["gradient"])
+                self._check_finite(epoch)
                 s = sums.tolist()
                 bar.set_postfix(loss=f"{s[0] / max(seen, 1):.4f}", top1=f"{100 * s[1] / max(seen, 1):.2f}")
         bar.close()
-        self._check_finite(epoch, bad_step, bad_mask, names + ["gradient"])
+        self._check_finite(epoch)
         # the sample count joins the device sums only once, for the cross-process reduction
         s = all_reduce_sum(torch.cat([sums, torch.tensor([float(seen)], device=dev)])).tolist()
         return s[0] / max(s[2], 1), 100.0 * s[1] / max(s[2], 1)
 
-    def _check_finite(self, epoch: int, bad_step: torch.Tensor, bad_mask, names: List[str]) -> None:
-        if self.cfg.EXT.NONFINITE == "skip" or bad_mask is None:
+    def _check_finite(self, epoch: int) -> None:
+        failure = self.guard.first_failure()
+        if failure is None:
             return
-        step = int(bad_step)
-        if step < 0:
-            return
-        culprits = [n for n, b in zip(names, bad_mask.tolist()) if b]
+        step, culprits = failure
         last = self._path("latest")
         kept = f"the last good checkpoint is {last} (epoch {epoch - 1})" if os.path.exists(last) else "no checkpoint was written yet"
         raise NonFiniteError(f"non-finite {'/'.join(culprits)} at epoch {epoch}, step {step}; {kept}; "
@@ -346,7 +324,7 @@ class Trainer:
         # the data order needs no position: each epoch's order is a function of (seed, epoch)
         state = {"epoch": epoch, "model": self.distiller.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "best_acc": self.best_acc, "rng": rng_state(), "config": config,
-                 "config_hash": hashlib.sha256(config.encode()).hexdigest(), "nonfinite_skipped": self.skipped}
+                 "config_hash": hashlib.sha256(config.encode()).hexdigest(), "nonfinite_skipped": self.guard.skipped}
         student = {"model": self._student().state_dict()}
         save_atomic(state, self._path("latest"))
         save_atomic(student, self._path("student_latest"))
@@ -374,7 +352,7 @@ class Trainer:
         except (RuntimeError, ValueError, KeyError) as e:
             raise UserError(f"--resume: {path} does not fit this distiller ({str(e).splitlines()[0][:160]})") from None
         self.best_acc = float(state["best_acc"])
-        self.skipped = int(state.get("nonfinite_skipped", 0))
+        self.guard.skipped = int(state.get("nonfinite_skipped", 0))
         if "rng" in state:
             set_rng_state(state["rng"])
         epoch = int(state["epoch"])
@@ -399,21 +377,3 @@ class Trainer:
                 with open(path + ".tmp", "w") as f:
                     f.write(kept)
                 os.replace(path + ".tmp", path)
-
-    def _export_teacher(self) -> None:
-        """Write the teacher where students look for it: the best epoch's weights (EXT.EXPORT_TEACHER_EPOCH
-        best, the model the worklog's best_acc describes) or the last epoch's, with a record beside it."""
-        folder = teacher_folder(self.cfg, self.cfg.DISTILLER.STUDENT)
-        dest = os.path.join(folder, f"ckpt_epoch_{self.cfg.SOLVER.EPOCHS}.pth")
-        log = worklog.read(self._path("worklog.txt"))
-        if self.cfg.EXT.EXPORT_TEACHER_EPOCH == "best":
-            state = load_safe(self._path("student_best"))
-            epoch = log.best_epoch
-        else:
-            state, epoch = {"model": self._student().state_dict()}, log.last_epoch
-        save_atomic({"model": state["model"]}, dest)
-        record = {"source_run": self.log_path, "epoch": epoch, "which": self.cfg.EXT.EXPORT_TEACHER_EPOCH,
-                  "test_acc": log.epochs[epoch].get("test_acc"), "epochs_trained": log.last_epoch}
-        with open(record_path(dest), "w") as f:
-            json.dump(record, f, indent=1)
-        print(f"teacher exported to {dest} ({record['which']} epoch {epoch}, test top-1 {record['test_acc']:.2f})")

@@ -135,3 +135,12 @@ def run_stages(x: torch.Tensor, stages: Sequence[nn.Module], feats: List[torch.T
 
 def pooled(x: torch.Tensor) -> torch.Tensor:
     return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+
+
+def refuse_pretrained(pretrained: bool) -> None:
+    """The stand-in zoo has no pretrained weights (mdistiller takes them from torchvision)."""
+    if pretrained:
+        raise RuntimeError(
+            "pretrained ImageNet weights are downloaded by mdistiller/torchvision; without mdistiller, "
+            "set EXT.TEACHER_CKPT to a local checkpoint instead"
+        )

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .resnet import _no_pretrained
+from ..blocks import refuse_pretrained
 
 # (output channels, stride) of the 13 depthwise-separable units
 _UNITS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1),
@@ -51,5 +51,5 @@ class MobileNetV1Net(nn.Module):
 
 
 def MobileNetV1(pretrained: bool = False, num_classes: int = 1000) -> MobileNetV1Net:
-    _no_pretrained(pretrained)
+    refuse_pretrained(pretrained)
     return MobileNetV1Net(num_classes)

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..blocks import BasicBlock, Bottleneck, init_weights, make_stages, pooled, run_stages
+from ..blocks import BasicBlock, Bottleneck, init_weights, make_stages, pooled, refuse_pretrained, run_stages
 
 
 class ImageNetResNet(nn.Module):
@@ -30,29 +30,21 @@ class ImageNetResNet(nn.Module):
         return self.fc(p), {"feats": feats, "preact_feats": preacts, "pooled_feat": p}
 
 
-def _no_pretrained(pretrained: bool) -> None:
-    if pretrained:
-        raise RuntimeError(
-            "pretrained ImageNet weights are downloaded by mdistiller/torchvision; without mdistiller, "
-            "set EXT.TEACHER_CKPT to a local checkpoint instead"
-        )
-
-
 def ResNet18(pretrained: bool = False, num_classes: int = 1000) -> ImageNetResNet:
-    _no_pretrained(pretrained)
+    refuse_pretrained(pretrained)
     return ImageNetResNet(BasicBlock, [2, 2, 2, 2], num_classes)
 
 
 def ResNet34(pretrained: bool = False, num_classes: int = 1000) -> ImageNetResNet:
-    _no_pretrained(pretrained)
+    refuse_pretrained(pretrained)
     return ImageNetResNet(BasicBlock, [3, 4, 6, 3], num_classes)
 
 
 def ResNet50(pretrained: bool = False, num_classes: int = 1000) -> ImageNetResNet:
-    _no_pretrained(pretrained)
+    refuse_pretrained(pretrained)
     return ImageNetResNet(Bottleneck, [3, 4, 6, 3], num_classes)
 
 
 def ResNet101(pretrained: bool = False, num_classes: int = 1000) -> ImageNetResNet:
-    _no_pretrained(pretrained)
+    refuse_pretrained(pretrained)
     return ImageNetResNet(Bottleneck, [3, 4, 23, 3], num_classes)

@@ -1,0 +1,64 @@
+"""A run's identity: its config (host CFG + this project's nodes + yaml + overrides), its directory name
+and its device. Shared by the CLIs and the sweep planner."""
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import TYPE_CHECKING, List
+
+from yacs.config import CfgNode
+
+from . import registration
+from .errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+
+def load_config(path: str, opts: List[str]) -> CfgNode:
+    """The host's CFG with this project's nodes, the yaml file, then the command line's overrides."""
+    from .config import merge_file, merge_overrides
+
+    if not os.path.isfile(path):
+        raise UserError(f"config file not found: {path}")
+    cfg = registration.base_cfg()
+    merge_file(cfg, path)
+    merge_overrides(cfg, opts)
+    cfg.freeze()
+    return cfg
+
+
+MAX_NAME_BYTES = 200
+
+
+def _flat(value: str) -> str:
+    for sep in {os.sep, "/"}:
+        value = value.replace(sep, "_")
+    return value
+
+
+def experiment_name(cfg: CfgNode, opts: List[str]) -> str:
+    """The host's naming: EXPERIMENT.NAME (or TAG) plus ',KEY:VALUE' for each override, under PROJECT.
+
+    A path separator in a value (LOG.PREFIX /scratch/runs) becomes '_': the host would nest the run
+    directory inside folders named after the value's pieces. A name over MAX_NAME_BYTES keeps its
+    head and ends in '...#' and a digest of the whole name."""
+    name = cfg.EXPERIMENT.NAME or cfg.EXPERIMENT.TAG
+    name += "".join(f",{k}:{_flat(str(v))}" for k, v in zip(opts[::2], opts[1::2]))
+    if len(name.encode()) > MAX_NAME_BYTES:
+        # file systems refuse names over 255 bytes: keep a readable head and a digest of the whole
+        digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+        name = name.encode()[:MAX_NAME_BYTES - 16].decode(errors="ignore") + f"...#{digest}"
+    return os.path.join(cfg.EXPERIMENT.PROJECT, name)
+
+
+def pick_device(cfg: CfgNode, local_rank: int = 0) -> torch.device:
+    import torch
+
+    want = cfg.EXT.DEVICE
+    if want == "auto":
+        # under torchrun each process drives the GPU of its LOCAL_RANK
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    if want.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"config EXT.DEVICE = {want!r} but CUDA is not available; use auto or cpu")
+    return torch.device(want)

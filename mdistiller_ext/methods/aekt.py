@@ -1,0 +1,142 @@
+"""AEKT, Adaptive Explicit Knowledge Transfer (the project's reconstruction, see specs/aekt.md and the
+README): a confidence-weighted explicit term plus DKD's implicit term, and an optional C x C
+task-serialization layer between the classification and the distillation logits."""
+from typing import Callable, Dict, List, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from yacs.config import CfgNode as CN
+
+from .. import losses
+from ..heads import SerializationLayer, SerializedStudent, classifier_of
+from ..registry import register_method
+from ..rules import NON_NEGATIVE, POSITIVE, one_of
+from .base import Distiller, Output, teacher_logits, warmup_factor
+from .dkd import BETA
+
+
+def node() -> CN:
+    n = CN()
+    n.CE_WEIGHT = 1.0
+    n.ALPHA = 1.0              # weight of the explicit (target-vs-rest) term
+    n.BETA = 8.0               # weight of the implicit (non-target) term
+    n.T = 4.0
+    n.WARMUP = 20              # linear warm-up of the distillation term, in epochs (0: none)
+    n.RATIO_MODE = "teacher_over_student"   # none | teacher_over_student | student_over_teacher
+    n.W_MAX = 10.0
+    n.RATIO_NORM = "clip"      # clip | batch_mean
+    n.RATIO_T = 0.0            # temperature of the ratio; <= 0 means AEKT.T
+    n.SERIAL = "cls_then_kd"   # none | cls_then_kd | kd_then_cls
+    n.SERIAL_DECAY = "identity"  # identity: weight decay pulls W to I; zero: pulls W to 0
+    return n
+
+
+Heads = Tuple[torch.Tensor, torch.Tensor]
+
+
+def _one_head(d: "AEKT", image: torch.Tensor) -> Heads:
+    logits, _ = d.student(image)
+    return logits, logits
+
+
+def _cls_then_kd(d: "AEKT", image: torch.Tensor) -> Heads:
+    logits, _ = d.student(image)
+    return logits, d.serial(logits)
+
+
+def _kd_then_cls(d: "AEKT", image: torch.Tensor) -> Heads:
+    logits, feats = d.student(image)
+    return logits, feats["pre_serial_logits"]
+
+
+# AEKT.SERIAL -> (deployed logits z_cls, distillation logits z_kd). cls_then_kd: the student's logits
+# take CE and are deployed, S(z) takes AEKT. kd_then_cls: the student's logits take AEKT, S(.) takes CE
+# and is deployed, so S is part of the student (SerializedStudent). none: one head takes both.
+SERIAL_MODES: Dict[str, Callable[["AEKT", torch.Tensor], Heads]] = {
+    "none": _one_head, "cls_then_kd": _cls_then_kd, "kd_then_cls": _kd_then_cls}
+# AEKT.SERIAL_DECAY -> whether weight decay pulls the layer towards the identity (else towards zero)
+SERIAL_DECAY = {"identity": True, "zero": False}
+
+RULES = (
+    ("AEKT.T", POSITIVE),
+    ("AEKT.ALPHA", NON_NEGATIVE),
+    ("AEKT.BETA", NON_NEGATIVE),
+    ("AEKT.CE_WEIGHT", NON_NEGATIVE),
+    ("AEKT.WARMUP", NON_NEGATIVE),
+    ("AEKT.RATIO_MODE", one_of(losses.RATIO_MODES)),
+    ("AEKT.W_MAX", POSITIVE),
+    ("AEKT.RATIO_NORM", one_of(losses.RATIO_NORMS)),
+    ("AEKT.RATIO_T", (NON_NEGATIVE[0], "a number >= 0 (0: use AEKT.T)")),
+    ("AEKT.SERIAL", one_of(SERIAL_MODES)),
+    ("AEKT.SERIAL_DECAY", one_of(SERIAL_DECAY)),
+)
+
+
+def recipe(dataset: str, pair_name: str, pair) -> dict:
+    imagenet = dataset == "imagenet"
+    return {"AEKT": {"CE_WEIGHT": 1.0, "ALPHA": 1.0, "BETA": BETA[(dataset, pair_name)], "T": 1.0 if imagenet else 4.0,
+                     "WARMUP": 1 if imagenet else 20, "RATIO_MODE": "teacher_over_student", "W_MAX": 10.0,
+                     "RATIO_NORM": "clip", "SERIAL": "cls_then_kd"}}
+
+
+ABLATIONS = {name: {"AEKT": patch} for name, patch in {
+    "ratio_none": {"RATIO_MODE": "none"},
+    "ratio_teacher_over_student": {"RATIO_MODE": "teacher_over_student"},
+    "ratio_student_over_teacher": {"RATIO_MODE": "student_over_teacher"},
+    "serial_none": {"SERIAL": "none"},
+    "serial_cls_then_kd": {"SERIAL": "cls_then_kd"},
+    "serial_kd_then_cls": {"SERIAL": "kd_then_cls"},
+    "nckd_only": {"ALPHA": 0.0, "SERIAL": "none"},
+    "nckd_explicit": {"SERIAL": "none"},
+    "full": {},
+    "dkd_equivalent": {"RATIO_MODE": "none", "SERIAL": "none"},
+}.items()}
+
+
+@register_method("AEKT", summary="Adaptive Explicit KT: confidence-weighted TCKD + NCKD, serialization layer",
+                 node=node, rules=RULES, recipe=recipe, ablations=ABLATIONS, ablation_pair="res32x4_res8x4")
+class AEKT(Distiller):
+    def __init__(self, student: nn.Module, teacher: nn.Module, cfg: CN) -> None:
+        c = cfg.AEKT
+        num_classes = classifier_of(student).out_features
+        serial = None
+        if c.SERIAL != "none":
+            serial = SerializationLayer(num_classes, decay_to_identity=SERIAL_DECAY[c.SERIAL_DECAY])
+        if c.SERIAL == "kd_then_cls":
+            student = SerializedStudent(student, serial)
+        super().__init__(student, teacher)
+        self.c = c
+        self.serial_mode = c.SERIAL
+        self.serial = serial if c.SERIAL == "cls_then_kd" else None
+        self.num_classes = num_classes
+
+    def serialization_layer(self):
+        if self.serial_mode == "kd_then_cls":
+            return self.student.serial
+        return self.serial
+
+    def get_learnable_parameters(self) -> List[nn.Parameter]:
+        extra = list(self.serial.parameters()) if self.serial is not None else []
+        return super().get_learnable_parameters() + extra
+
+    def get_extra_parameters(self) -> int:
+        # in kd_then_cls the layer is part of the deployed student, not an extra
+        return 0 if self.serial is None else sum(p.numel() for p in self.serial.parameters())
+
+    def _heads(self, image: torch.Tensor) -> Heads:
+        return SERIAL_MODES[self.serial_mode](self, image)
+
+    def forward_train(self, image: torch.Tensor, target: torch.Tensor, **kwargs) -> Output:
+        z_cls, z_kd = self._heads(image)
+        z_t = teacher_logits(self.teacher, image)
+        c = self.c
+        kd = losses.aekt_loss(z_kd, z_t, target, c.ALPHA, c.BETA, c.T, c.RATIO_MODE, c.W_MAX, c.RATIO_NORM, c.RATIO_T)
+        return z_cls, {
+            "loss_ce": c.CE_WEIGHT * F.cross_entropy(z_cls, target),
+            "loss_kd": warmup_factor(kwargs.get("epoch", 1), c.WARMUP) * kd,
+        }
+
+    def forward_test_heads(self, image: torch.Tensor) -> Dict[str, torch.Tensor]:
+        z_cls, z_kd = self._heads(image)
+        return {"main": z_cls, "kd": z_kd} if self.serial_mode != "none" else {"main": z_cls}

@@ -1,0 +1,77 @@
+"""The base of this project's distillers: the host's ``Distiller`` plus the optional hooks the
+engine uses, each declared here with its default.
+
+Distillers that are not ours (mdistiller's KD, CRD, Vanilla, ...) get the same defaults through
+``hook(distiller, name)``, so the engine never probes for attributes.
+"""
+import functools
+from typing import Callable, Dict, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+
+from .. import host
+
+Output = Tuple[torch.Tensor, Dict[str, torch.Tensor]]
+
+
+def warmup_factor(epoch: int, warmup: float) -> float:
+    """min(epoch / warmup, 1); no warm-up when warmup <= 0."""
+    return 1.0 if warmup <= 0 else min(float(epoch) / float(warmup), 1.0)
+
+
+def teacher_logits(teacher: nn.Module, image: torch.Tensor) -> torch.Tensor:
+    # inference_mode skips autograd bookkeeping; the clone makes the result usable in the losses' graph
+    with torch.inference_mode():
+        logits = teacher(image)[0]
+    return logits.clone()
+
+
+def split_by_names(losses: Dict[str, torch.Tensor], distill_names: Sequence[str] = ("loss_kd",)
+                   ) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+    """(sum of the task entries, sum of the distillation entries), or None if either side is empty."""
+    task = [v.mean() for k, v in losses.items() if k not in distill_names]
+    distill = [v.mean() for k, v in losses.items() if k in distill_names]
+    return (sum(task), sum(distill)) if task and distill else None
+
+
+def require_split(split: Optional[Tuple[torch.Tensor, torch.Tensor]], losses: Dict[str, torch.Tensor]
+                  ) -> Tuple[torch.Tensor, torch.Tensor]:
+    if split is None:
+        raise ValueError(f"splitting the gradient needs a task loss and a distillation loss (by default loss_ce and "
+                         f"loss_kd; a distiller names its own in DISTILL_LOSSES); got {sorted(losses)}")
+    return split
+
+
+class Distiller(host.Distiller):
+    """``cls(student, teacher, cfg)``; ``forward_train`` returns ``(logits, {name: loss})`` (trainers sum
+    the dict), ``forward_test`` the deployed logits."""
+
+    # the entries of forward_train's dict that form the distillation side (gradient alignment and the
+    # gradient-conflict probe split the losses by this; every other entry is the task side)
+    DISTILL_LOSSES: Tuple[str, ...] = ("loss_kd",)
+
+    def forward_test_heads(self, image: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Every head's test-time logits, "main" (the deployed one) first; logged as test_acc_<head>."""
+        return {"main": self.forward_test(image)}
+
+    def split_losses(self, losses: Dict[str, torch.Tensor]) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        """(task loss, distillation loss) by DISTILL_LOSSES, or None where one side is missing (vanilla)."""
+        return split_by_names(losses, getattr(self, "DISTILL_LOSSES", Distiller.DISTILL_LOSSES))
+
+    def get_extra_parameters(self) -> int:
+        """Training-only parameters the method adds beside the student (printed at the start)."""
+        return 0
+
+
+HOOKS = ("forward_test_heads", "split_losses", "get_extra_parameters")
+
+
+def hook(distiller: nn.Module, name: str) -> Callable:
+    """The distiller's implementation of a declared hook, or the declared default where its class has
+    none (mdistiller's own distillers: its Vanilla, for one, has no get_extra_parameters)."""
+    if name not in HOOKS:
+        raise AttributeError(f"{name} is not a declared distiller hook ({', '.join(HOOKS)})")
+    if hasattr(type(distiller), name):
+        return getattr(distiller, name)
+    return functools.partial(getattr(Distiller, name), distiller)

@@ -1,0 +1,35 @@
+"""Hinton KD, as mdistiller's KD distiller (CE_WEIGHT * CE + KD_WEIGHT * T^2 KL); with mdistiller
+installed its own class runs. The config node (KD.TEMPERATURE, KD.LOSS.*) is the host's."""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from yacs.config import CfgNode
+
+from .. import losses
+from ..registry import register_method
+from ..rules import NON_NEGATIVE, POSITIVE
+from .base import Distiller, Output, teacher_logits
+
+
+def recipe(dataset: str, pair_name: str, pair) -> dict:
+    imagenet = dataset == "imagenet"  # mdistiller's settings: T 1, CE 0.5, KD 0.5 on ImageNet
+    return {"KD": {"TEMPERATURE": 1 if imagenet else 4,
+                   "LOSS": {"CE_WEIGHT": 0.5 if imagenet else 0.1, "KD_WEIGHT": 0.5 if imagenet else 0.9}}}
+
+
+@register_method("KD", summary="Hinton KD (mdistiller's)", recipe=recipe, host_provides=True, rules=(
+    ("KD.TEMPERATURE", POSITIVE), ("KD.LOSS.CE_WEIGHT", NON_NEGATIVE), ("KD.LOSS.KD_WEIGHT", NON_NEGATIVE)))
+class KD(Distiller):
+    def __init__(self, student: nn.Module, teacher: nn.Module, cfg: CfgNode) -> None:
+        super().__init__(student, teacher)
+        self.temperature = cfg.KD.TEMPERATURE
+        self.ce_weight = cfg.KD.LOSS.CE_WEIGHT
+        self.kd_weight = cfg.KD.LOSS.KD_WEIGHT
+
+    def forward_train(self, image: torch.Tensor, target: torch.Tensor, **kwargs) -> Output:
+        logits, _ = self.student(image)
+        z_t = teacher_logits(self.teacher, image)
+        return logits, {
+            "loss_ce": self.ce_weight * F.cross_entropy(logits, target),
+            "loss_kd": self.kd_weight * losses.kd_loss(logits, z_t, self.temperature),
+        }
