@@ -122,6 +122,17 @@ def test_trains_through_tools_train_and_rejects_a_bad_value(work):
     assert "epoch: 1" in log and "best_acc" in log
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["DISTILLER"]["TYPE"] == "LOGITMSE" and saved["LOGITMSE"]["WEIGHT"] == 0.05
+    # tools/eval.py rebuilds the whole distiller from the run's config (which names the plug-in's node)
+    ev = tool("eval.py", "--plugin", THIS, "-c", str(run / "best"), "--device", "cpu", cwd=work)
+    assert ev.returncode == 0, ev.stderr
+    best = worklog_best(run)
+    assert f"head main: top-1 {best:.2f}" in ev.stdout and "LOGITMSE distiller" in ev.stdout
+
+
+def worklog_best(run: Path) -> float:
+    from mdistiller_ext import worklog
+
+    return worklog.read(str(run / "worklog.txt")).best_acc
 
 
 @pytest.mark.slow
