@@ -6,10 +6,16 @@ and, when mdistiller is installed, registers every method with it (idempotent): 
 ``mdistiller.engine.cfg.CFG``, and the ``align`` trainer in ``mdistiller.engine.trainer_dict``.
 Without mdistiller the same names come from ``mdistiller_ext.standalone``.
 """
+from .errors import UserError
 from .host import HAS_MDISTILLER
 from .registration import register
 
-register()
+try:
+    register()
+except UserError:
+    # a plug-in that fails to load: every use of the registry calls register() again and raises this
+    # error there, where the command-line tools turn it into their one-line message
+    pass
 
 __all__ = ["HAS_MDISTILLER", "register"]
 __version__ = "0.1.0"

@@ -8,7 +8,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from yacs.config import CfgNode
 
-from . import provenance, worklog
+from . import provenance, registry, worklog
 from .config import flat_config
 from .recipes import pair_of
 from .errors import UserError
@@ -39,11 +39,14 @@ class RunResult:
 
 
 def method_and_pair(dataset: str, kind: str, teacher: str, student: str) -> Tuple[str, str]:
-    """A vanilla run of one network (teacher == student) is a teacher, listed apart from the methods;
-    a vanilla run of a student (the CE-only baseline) is the method "vanilla" on its pair."""
-    if kind.upper() == "NONE":
-        return ("teacher", student) if teacher == student else ("vanilla", pair_of(dataset, teacher, student))
-    return kind.lower(), pair_of(dataset, teacher, student)
+    """A method is named by its registry slug (its configs folder; the type in lower case for a method
+    the registry does not know). A vanilla run of one network (teacher == student) is a teacher,
+    listed apart from the methods; a vanilla run of a student (the CE-only baseline) is "vanilla"."""
+    method = registry.find(kind.upper())
+    name = method.slug if method is not None else kind.lower()
+    if method is not None and not method.needs_teacher and teacher == student:
+        return "teacher", student
+    return name, pair_of(dataset, teacher, student)
 
 
 def experiment_config(cfg: CfgNode) -> Dict[str, object]:

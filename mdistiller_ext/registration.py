@@ -72,6 +72,7 @@ def add_plugins(specs: Sequence[str]) -> None:
 
 def all_nodes() -> Dict:
     """Every node this project adds to the host's CFG: EXT and each registered method's."""
+    load_plugins()
     return {**registry.nodes(), **config.EXT_NODE}
 
 

@@ -1,0 +1,75 @@
+"""The method registry: what the built-ins register, duplicate names, plug-in loading, option tables."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from mdistiller_ext import registration, registry
+from mdistiller_ext.errors import UserError
+from mdistiller_ext.registry import Method, register_method
+
+from .conftest import ROOT
+
+
+def test_builtin_methods_in_order_with_their_parts():
+    builtin = registry.methods(builtin_only=True)
+    assert [m.name for m in builtin] == ["NONE", "KD", "DKD", "CRD", "REVIEWKD", "DHKD", "AEKT"]
+    by_name = {m.name: m for m in builtin}
+    assert by_name["DHKD"].node is not None and by_name["AEKT"].node is not None
+    assert by_name["KD"].node is None  # the host's node
+    assert by_name["CRD"].distiller is None and by_name["CRD"].needs_num_data
+    assert not by_name["NONE"].needs_teacher and by_name["NONE"].recipe is None
+    assert len(by_name["DHKD"].ablations) == 12 and len(by_name["AEKT"].ablations) == 10
+    assert all(m.builtin for m in builtin)
+    assert registry.by_slug("vanilla").name == "NONE"
+
+
+def test_a_second_method_of_the_same_name_is_refused_and_a_reimport_is_not():
+    class Other:
+        pass
+
+    with pytest.raises(UserError, match="registered twice"):
+        register_method("DHKD")(Other)
+    dhkd = registry.get("DHKD")
+    assert registry.add(Method("DHKD", dhkd.distiller, slug="dhkd")) is dhkd  # the same class: a no-op
+
+
+def test_unknown_type_lists_the_known_ones():
+    with pytest.raises(UserError, match="unknown DISTILLER.TYPE 'NOPE'; choose one of: .*AEKT"):
+        registry.get("NOPE")
+
+
+def test_every_method_rule_names_a_key_of_the_config():
+    cfg = registration.base_cfg()
+    from mdistiller_ext.config import flat_config
+
+    keys = set(flat_config(cfg))
+    assert {k for k, _ in registry.rules()} <= keys
+
+
+def test_string_options_validate_from_the_tables_that_build_them():
+    from mdistiller_ext import heads, losses
+    from mdistiller_ext.methods import aekt, dhkd
+
+    rules = dict(registry.rules())
+    for key, table in (("DHKD.LOSS", losses.LOGIT_LOSSES), ("DHKD.HEAD", heads.HEAD_TYPES),
+                       ("DHKD.HEAD_INIT", heads.HEAD_INITS), ("AEKT.RATIO_MODE", losses.RATIO_MODES),
+                       ("AEKT.RATIO_NORM", losses.RATIO_NORMS), ("AEKT.SERIAL", aekt.SERIAL_MODES),
+                       ("AEKT.SERIAL_DECAY", aekt.SERIAL_DECAY)):
+        check, allowed = rules[key]
+        assert all(check(name) for name in table) and not check("not-an-option")
+        assert allowed == "one of " + ", ".join(table)
+    assert dhkd.RULES and "none" in heads.HEAD_TYPES and heads.HEAD_TYPES["none"] is None
+
+
+def test_a_plugin_that_fails_to_load_is_one_line(tmp_path):
+    bad = tmp_path / "broken.py"
+    bad.write_text("raise RuntimeError('boom')\n")
+    env = dict(os.environ, MDISTILLER_EXT_PLUGINS=str(bad))
+    r = subprocess.run([sys.executable, str(ROOT / "tools/train.py"), "--cfg", "configs/cifar10/kd/res20_res8.yaml"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [f"error: plug-in {bad} failed to load: RuntimeError: boom"]
+    missing = subprocess.run([sys.executable, str(ROOT / "tools/train.py"), "--plugin", str(tmp_path / "nope.py"),
+                              "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1 and "no such file" in missing.stderr
