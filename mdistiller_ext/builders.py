@@ -44,20 +44,6 @@ def build_teacher(cfg: CfgNode, num_classes: int) -> nn.Module:
     return teacher
 
 
-def check_reviewkd_shapes(cfg: CfgNode, student: nn.Module, teacher: nn.Module) -> None:
-    """mdistiller's ReviewKD takes its feature shapes from the config; a mismatch with the models would
-    fail deep inside a forward pass, so it is a one-line error here, with the values that fit."""
-    from .baselines import forward_shapes, reviewkd_settings
-
-    size = 224 if cfg.DATASET.TYPE == "imagenet" else 32
-    want = reviewkd_settings(forward_shapes(student, size), forward_shapes(teacher, size), cfg.REVIEWKD.STU_PREACT)
-    wrong = [f"{k} {list(cfg.REVIEWKD[k])} (expected {v})" for k, v in want.items()
-             if k != "STU_PREACT" and list(cfg.REVIEWKD[k]) != v]
-    if wrong:
-        raise UserError(f"config REVIEWKD does not fit {cfg.DISTILLER.TEACHER} -> {cfg.DISTILLER.STUDENT}: {'; '.join(wrong)}; "
-                        "use the shipped configs/<dataset>/reviewkd/<pair>.yaml, whose shapes are derived from the models")
-
-
 def build_distiller(cfg: CfgNode, num_classes: int, num_data: int, load_teacher: bool = True) -> Tuple[nn.Module, nn.Module]:
     """Returns (distiller, student). ``load_teacher=False`` leaves the teacher's weights as initialised
     (for loading a whole distiller checkpoint, which holds them)."""
@@ -73,8 +59,8 @@ def build_distiller(cfg: CfgNode, num_classes: int, num_data: int, load_teacher:
     if method is not None and not method.needs_teacher:
         return classes[kind](student), student
     teacher = build_teacher(cfg, num_classes) if load_teacher else build_model(cfg.DISTILLER.TEACHER, cfg.DATASET.TYPE, num_classes)
-    if kind == "REVIEWKD":
-        check_reviewkd_shapes(cfg, student, teacher)
+    if method is not None and method.check_models is not None:
+        method.check_models(cfg, student, teacher)
     if method is not None and method.needs_num_data:
         return classes[kind](student, teacher, cfg, num_data), student
     return classes[kind](student, teacher, cfg), student

@@ -33,6 +33,9 @@ class Method:
     host_provides: bool = False                 # mdistiller has its own class of this name; with it installed that one runs
     needs_teacher: bool = True
     needs_num_data: bool = False                # constructed as cls(student, teacher, cfg, num_data) (CRD)
+    host_data: bool = False                     # on mdistiller's route its own get_dataset builds the loaders (CRD)
+    check_config: Optional[Callable[[CfgNode, bool], None]] = None  # rules beyond one key: (cfg, this engine runs it)
+    check_models: Optional[Callable[[CfgNode, object, object], None]] = None  # (cfg, student, teacher) before building
     builtin: bool = True                        # shipped with the package; False for plug-ins (set by the decorator)
 
     @property

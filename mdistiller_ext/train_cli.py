@@ -211,7 +211,8 @@ def run(argv: Optional[List[str]] = None) -> float:
     generator = torch.Generator()
     generator.manual_seed(cfg.EXT.SEED)
 
-    if host_engine and cfg.DISTILLER.TYPE == "CRD":
+    method = registry.find(cfg.DISTILLER.TYPE)
+    if host_engine and method is not None and method.host_data:
         from mdistiller.dataset import get_dataset as host_get_dataset
 
         train_loader, val_loader, num_data, num_classes = host_get_dataset(cfg)
@@ -219,7 +220,6 @@ def run(argv: Optional[List[str]] = None) -> float:
         train_loader, val_loader, num_data, num_classes = get_dataset(
             cfg, generator, None if host_engine else device, dist_info.rank, dist_info.world_size)
     distiller, _ = build_distiller(cfg, num_classes, num_data)
-    method = registry.find(cfg.DISTILLER.TYPE)
     has_teacher = method is None or method.needs_teacher
     teacher = None
     if has_teacher:

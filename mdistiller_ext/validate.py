@@ -4,7 +4,7 @@ from typing import Any, List
 
 from yacs.config import CfgNode
 
-from . import host, registry
+from . import registry
 from .config import AMP_MODES, ENGINES, EXPORT_EPOCHS, NONFINITE_MODES, SWITCHES
 from .errors import UserError
 from .rules import NON_NEGATIVE, POSITIVE, POSITIVE_INT, Rule, in_unit_interval, integer_at_least, one_of
@@ -61,13 +61,12 @@ def validate(cfg: CfgNode, standalone_engine: bool) -> None:
     if standalone_engine and cfg.SOLVER.TRAINER not in ("base", "align"):
         raise UserError(f"config SOLVER.TRAINER = {cfg.SOLVER.TRAINER!r} needs mdistiller's trainers on CUDA; "
                         "this engine runs base or align")
-    if cfg.DISTILLER.TYPE == "CRD" and standalone_engine and host.HAS_MDISTILLER:
-        raise UserError("DISTILLER.TYPE CRD runs only through mdistiller's own trainer on a CUDA device (its contrastive "
-                        "sampler and memory bank are mdistiller's, built on the GPU); run it where CUDA is available")
     if cfg.EXT.GRAD_PROBE_EVERY > 0 and not standalone_engine:
         raise UserError("config EXT.GRAD_PROBE_EVERY needs this project's engine (EXT.ENGINE ext); "
                         "mdistiller's trainers do not run the probe")
     method = registry.find(cfg.DISTILLER.TYPE)
+    if method is not None and method.check_config is not None:
+        method.check_config(cfg, standalone_engine)
     if cfg.SOLVER.TRAINER == "align" and method is not None and not method.needs_teacher:
         raise UserError(f"config SOLVER.TRAINER = 'align' needs a distiller with a task and a distillation loss; "
                         f"DISTILLER.TYPE {cfg.DISTILLER.TYPE} has no teacher")

@@ -1,6 +1,9 @@
 """ReviewKD: mdistiller's implementation only. Registered for its recipe: the feature shapes come
 from the models, the weights from mdistiller's configs."""
-from ..baselines import reviewkd_settings, zoo_shapes
+from yacs.config import CfgNode
+
+from ..baselines import forward_shapes, reviewkd_settings, zoo_shapes
+from ..errors import UserError
 from ..recipes import IMAGENET_FEATURE_SOLVER
 from ..registry import Method, add
 
@@ -19,5 +22,17 @@ def recipe(dataset: str, pair_name: str, pair) -> dict:
             "REVIEWKD": {"CE_WEIGHT": 1.0, "REVIEWKD_WEIGHT": weight, "WARMUP_EPOCHS": 1, **derived, "MAX_MID_CHANNEL": mid}}
 
 
+def check_reviewkd_shapes(cfg: CfgNode, student, teacher) -> None:
+    """mdistiller's ReviewKD takes its feature shapes from the config; a mismatch with the models would
+    fail deep inside a forward pass, so it is a one-line error here, with the values that fit."""
+    size = 224 if cfg.DATASET.TYPE == "imagenet" else 32
+    want = reviewkd_settings(forward_shapes(student, size), forward_shapes(teacher, size), cfg.REVIEWKD.STU_PREACT)
+    wrong = [f"{k} {list(cfg.REVIEWKD[k])} (expected {v})" for k, v in want.items()
+             if k != "STU_PREACT" and list(cfg.REVIEWKD[k]) != v]
+    if wrong:
+        raise UserError(f"config REVIEWKD does not fit {cfg.DISTILLER.TEACHER} -> {cfg.DISTILLER.STUDENT}: {'; '.join(wrong)}; "
+                        "use the shipped configs/<dataset>/reviewkd/<pair>.yaml, whose shapes are derived from the models")
+
+
 add(Method("REVIEWKD", None, slug="reviewkd", summary="knowledge review (mdistiller only)", recipe=recipe,
-           host_provides=True))
+           host_provides=True, check_models=check_reviewkd_shapes))
