@@ -74,7 +74,7 @@ def _load_failure(e: Exception) -> str:
     if operand or isinstance(e, pickle.UnpicklingError):
         return "not a torch checkpoint (unreadable pickle data)"
     first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
-    return f"not a readable torch file, truncated or corrupted ({first[:100]})"
+    return f"not a torch checkpoint (unreadable: truncated or corrupted; {first[:100]})"
 
 
 def state_dict_of(obj: Dict[str, Any]) -> Dict[str, torch.Tensor]:

@@ -77,6 +77,7 @@ def test_eval_serialized_student_and_exported_teacher(work):
                      "-d", "cifar10"], "does not fit the student resnet8"),
 ])
 def test_eval_errors_are_one_line(work, case, args, message):
+    # random bytes fail in different places of the reader; every one of them reads "not a torch checkpoint"
     (work / "garbage.pth").write_bytes(os.urandom(300))
     r = evaluate(work, *args)
     assert r.returncode == 2 and message in r.stderr, r.stderr
