@@ -20,8 +20,7 @@ from .errors import UserError
 
 PLUGINS_ENV = "MDISTILLER_EXT_PLUGINS"
 ENTRY_POINT_GROUP = "mdistiller_ext.methods"
-_loaded: Dict[str, bool] = {}
-_in_host: Dict[str, bool] = {}
+_loaded: Dict[str, bool] = {}  # plug-ins imported in this process (a spec, or "entry points" once for all)
 
 
 def _load_one(spec: str) -> None:
@@ -53,13 +52,14 @@ def _entry_points() -> List:
 
 
 def load_plugins() -> None:
-    """Import the plug-ins named in the environment and by entry points (each once)."""
+    """Import the plug-ins named in the environment (read each time: ``--plugin`` adds to it) and, once
+    per process, those of installed packages' entry points."""
     for spec in filter(None, os.environ.get(PLUGINS_ENV, "").split(os.pathsep)):
         _load_one(spec)
-    for ep in _entry_points():
-        if f"ep:{ep.name}" not in _loaded:
+    if "entry points" not in _loaded:
+        for ep in _entry_points():
             ep.load()
-            _loaded[f"ep:{ep.name}"] = True
+        _loaded["entry points"] = True
 
 
 def add_plugins(specs: Sequence[str]) -> None:
@@ -77,17 +77,15 @@ def all_nodes() -> Dict:
 
 
 def register() -> None:
-    """Load plug-ins; add every registered method (and the CFG nodes, and the alignment trainer) to the
-    host. Idempotent."""
-    load_plugins()
+    """Load plug-ins (through ``all_nodes``); add every registered method (and the CFG nodes, and the
+    alignment trainer) to the host. Idempotent."""
     config.add_nodes(host.host_cfg(), all_nodes())
     if not host.HAS_MDISTILLER:
         return
     distillers, trainers = host.host_distillers(), host.host_trainer_dict()
     for m in registry.methods():
-        if m.distiller is not None and not m.host_provides and m.name not in _in_host:
+        if m.distiller is not None and not m.host_provides:
             distillers.setdefault(m.name, m.distiller)
-            _in_host[m.name] = True
     if "align" not in trainers:
         from .engine.host_trainer import make_align_trainer
 

@@ -7,7 +7,7 @@ benchmarks and the README's option tables read this registry; nothing else lists
 This module imports no torch: the registry is plain data.
 """
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from yacs.config import CfgNode
 
@@ -38,12 +38,9 @@ class Method:
     check_models: Optional[Callable[[CfgNode, object, object], None]] = None  # (cfg, student, teacher) before building
     builtin: bool = True                        # shipped with the package; False for plug-ins (set by the decorator)
 
-    @property
-    def keys(self) -> List[str]:
-        """Every key of this method's own node, flattened (``DHKD.T``, ...)."""
-        from .config import flat_config
-
-        return [] if self.node is None else [f"{self.name}.{k}" for k in flat_config(self.node())]
+    def covers(self, dataset: str) -> bool:
+        """Whether the method has a recipe for ``dataset`` (configs can be generated for it)."""
+        return self.recipe is not None and dataset in self.datasets
 
 
 _METHODS: Dict[str, Method] = {}
@@ -52,7 +49,7 @@ _METHODS: Dict[str, Method] = {}
 def add(method: Method) -> Method:
     """Register ``method``; registering the same distiller class again is a no-op (re-imports)."""
     old = _METHODS.get(method.name)
-    if old is not None and not _same(old, method):
+    if old is not None and _origin(old) != _origin(method):
         raise UserError(f"method {method.name} is registered twice ({_origin(old)} and {_origin(method)}); "
                         "give the new method another name")
     _METHODS.setdefault(method.name, method)
@@ -62,10 +59,6 @@ def add(method: Method) -> Method:
 def _origin(m: Method) -> str:
     cls = m.distiller
     return f"{cls.__module__}.{cls.__qualname__}" if cls is not None else f"host-only {m.slug}"
-
-
-def _same(a: Method, b: Method) -> bool:
-    return _origin(a) == _origin(b)
 
 
 def register_method(name: str, *, slug: str = "", **fields) -> Callable[[Optional[type]], Optional[type]]:
@@ -104,7 +97,6 @@ def rules(builtin_only: bool = False) -> List[Rule]:
     return [r for m in methods(builtin_only) for r in m.rules]
 
 
-def slugs(dataset: str, builtin_only: bool = True, names: Sequence[str] = ()) -> List[str]:
+def slugs(dataset: str, builtin_only: bool = True) -> List[str]:
     """Slugs of the methods with a recipe for ``dataset`` (in registration order)."""
-    return [m.slug for m in methods(builtin_only) if m.recipe is not None and dataset in m.datasets
-            and (not names or m.name in names)]
+    return [m.slug for m in methods(builtin_only) if m.covers(dataset)]

@@ -38,9 +38,10 @@ def config_path(dataset: str, method: str, pair: str, configs_root: str, generat
     if os.path.isfile(path):
         return path
     m = registry.by_slug(method)
-    if generated_root is not None and m is not None and m.recipe is not None and dataset in m.datasets:
+    covered = m is not None and m.covers(dataset)
+    if generated_root is not None and covered:
         return write_missing(dataset, method, pair, generated_root)
-    recipe = "" if m is None else f"; {m.name} has no {dataset} recipe" if m.recipe is None or dataset not in m.datasets else ""
+    recipe = f"; {m.name} has no {dataset} recipe" if m is not None and not covered else ""
     raise UserError(f"no config for {method} on {dataset} {pair} (looked for {path}{recipe}); run from the folder "
                     f"that holds configs/, or pass --configs DIR")
 

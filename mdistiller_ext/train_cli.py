@@ -89,6 +89,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                         "found from --cfg and the overrides")
     p.add_argument("--force-resume", action="store_true", help="resume even if the config differs from the checkpoint's")
     p.add_argument("--overwrite", action="store_true", help="start again in an existing run directory")
+    # take_plugins has consumed these already (a plug-in's keys must exist before parsing); listed for --help
     p.add_argument("--plugin", action="append", metavar="FILE_OR_MODULE",
                    help="load a method module from outside the package (see the README's 'Adding a method'); repeatable")
     p.add_argument("opts", nargs="*", metavar="KEY VALUE", help="overrides, e.g. SOLVER.EPOCHS 10")

@@ -14,14 +14,18 @@ def make_align_trainer(base_trainer: type) -> type:
     from mdistiller.engine.utils import accuracy
 
     class AlignTrainer(base_trainer):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            # the parameters and the distiller's loss split, once (the distiller is in DataParallel)
+            self.setup = StepSetup.for_distiller(self.distiller.module, align=True)
+
         def train_iter(self, data, epoch, train_meters):
             start = time.time()
             image, target = data[0], data[1]
             train_meters["data_time"].update(time.time() - start)
             image = image.float().cuda(non_blocking=True)
             target = target.cuda(non_blocking=True)
-            setup = StepSetup.for_distiller(self.distiller.module, align=True)
-            preds, loss = train_step(self.distiller, self.optimizer, image, target, epoch, setup)
+            preds, loss = train_step(self.distiller, self.optimizer, image, target, epoch, self.setup)
             train_meters["training_time"].update(time.time() - start)
             n = image.size(0)
             acc1, acc5 = accuracy(preds, target, topk=(1, 5))

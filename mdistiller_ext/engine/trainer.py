@@ -21,10 +21,9 @@ from tqdm import tqdm
 from yacs.config import CfgNode
 
 from .. import host, provenance, worklog
-from ..config import flat_config, write_config
 from ..checkpoint import load_safe, save_atomic
+from ..config import flat_config, use_channels_last, write_config
 from ..errors import UserError
-from ..config import use_channels_last
 from .evaluate import evaluate, topk_correct
 from .step import NonFiniteGuard, StepSetup, autocast_dtype, train_step
 from . import wandb_log
