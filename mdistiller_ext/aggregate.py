@@ -211,8 +211,11 @@ def summarize(results: Sequence[RunResult], refs: ReferenceTable, pool_runtimes:
     return rows
 
 
-def _fmt(stat: Optional[Tuple[float, float]]) -> str:
-    return "n/a" if stat is None else f"{stat[0]:.2f} ± {stat[1]:.2f}"
+def _fmt(stat: Optional[Tuple[float, float]], n: int) -> str:
+    # one run has no spread: "± 0.00" would claim one
+    if stat is None:
+        return "n/a"
+    return f"{stat[0]:.2f}" if n == 1 else f"{stat[0]:.2f} ± {stat[1]:.2f}"
 
 
 HEADER = ["dataset", "pair", "method", "seeds", "best top-1", "last top-1", "best top-5", "last top-5",
@@ -222,7 +225,7 @@ HEADER = ["dataset", "pair", "method", "seeds", "best top-1", "last top-1", "bes
 def table_rows(rows: Sequence[Row]) -> List[List[str]]:
     out = []
     for r in rows:
-        out.append([r.dataset, r.pair, r.label, str(r.n)] + [_fmt(r.stats.get(m)) for m in METRICS] +
+        out.append([r.dataset, r.pair, r.label, str(r.n)] + [_fmt(r.stats.get(m), r.n) for m in METRICS] +
                    ["n/a" if r.reference is None else f"{r.reference:.2f}", r.source or "-",
                     "n/a" if r.delta is None else f"{r.delta:+.2f}", r.runtime])
     return out
@@ -238,9 +241,9 @@ def write_markdown(rows: Sequence[Row], others: Sequence[RunResult], refs: Refer
         lines += ["Teachers (vanilla training of the teacher networks):", "",
                   "| dataset | network | seeds | best top-1 | last top-1 | computed by |", "|---|---|---|---|---|---|"]
         lines += [f"| {t.dataset} | {t.pair}{f' [{t.variant}]' if t.variant else ''} | {t.n} | "
-                  f"{_fmt(t.stats.get('best_top1'))} | {_fmt(t.stats.get('last_top1'))} | {t.runtime} |" for t in teachers]
+                  f"{_fmt(t.stats.get('best_top1'), t.n)} | {_fmt(t.stats.get('last_top1'), t.n)} | {t.runtime} |" for t in teachers]
         lines.append("")
-    lines.append("Top-1/top-5 in %, mean ± sample standard deviation over seeds; best = best epoch, last = final epoch. "
+    lines.append("Top-1/top-5 in %, mean ± sample standard deviation over seeds (a single run: its value, no spread); best = best epoch, last = final epoch. "
                  "Delta vs published: the best epoch on CIFAR, the last epoch on ImageNet (as those papers report).")
     used = sorted({r.source for r in rows if r.source})
     for key in used:
@@ -262,7 +265,8 @@ def write_csv(rows: Sequence[Row], path: str) -> None:
         for r in rows:
             cells = [r.dataset, r.pair, r.method, r.n]
             for m in METRICS:
-                cells += [f"{r.stats[m][0]:.4f}", f"{r.stats[m][1]:.4f}"] if m in r.stats else ["", ""]
+                cells += ([f"{r.stats[m][0]:.4f}", f"{r.stats[m][1]:.4f}" if r.n > 1 else ""] if m in r.stats
+                          else ["", ""])
             cells += ["" if r.reference is None else r.reference, "" if r.reference_top5 is None else r.reference_top5,
                       r.source, "" if r.delta is None else f"{r.delta:.4f}", r.compared_metric, r.runtime]
             w.writerow(cells)

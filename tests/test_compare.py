@@ -95,6 +95,18 @@ def test_means_stds_best_last_and_unfinished(tmp_path):
     assert "71.00 ± 1.41" in text and "70.00 ± 1.41" in text and text.count("incomplete:") == 3
 
 
+def test_a_single_run_shows_no_spread(tmp_path):
+    d = make_run(tmp_path, "p", "one", {1: 60.0, 2: 70.0}, cfg=cfg("kd", "resnet56", "resnet20", 0, 2))
+    row, = aggregate.summarize([aggregate.read_run(str(d))], reference.load())
+    text = aggregate.write_markdown([row], [], reference.load(), str(tmp_path / "t.md"))
+    line = next(l for l in text.splitlines() if "| kd |" in l)
+    assert "| 70.00 | 70.00 |" in line and "±" not in line
+    aggregate.write_csv([row], str(tmp_path / "t.csv"))
+    import csv
+    rec, = csv.DictReader(open(tmp_path / "t.csv"))
+    assert rec["best_top1_mean"] == "70.0000" and rec["best_top1_std"] == ""
+
+
 def test_best_epoch_tie_takes_the_last_one(tmp_path):
     d = make_run(tmp_path, "p", "tie", {1: 70.0, 2: 70.0}, top5={1: 80.0, 2: 90.0}, cfg=cfg("kd", "resnet56", "resnet20", 0, 2))
     assert aggregate.read_run(str(d)).best_top5 == 90.0
