@@ -367,7 +367,7 @@ def plot_bars(rows: Sequence[Row], path: str) -> str:
     return path
 
 
-def _probe_epochs(run_dir: str) -> Dict[int, List[float]]:
+def probe_epochs(run_dir: str) -> Dict[int, List[float]]:
     """epoch -> the probe's cosine measurements of one run (grad_probe.csv), NaNs dropped."""
     path = os.path.join(run_dir, "grad_probe.csv")
     out: Dict[int, List[float]] = {}
@@ -385,7 +385,7 @@ def plot_probe(rows: Sequence[Row], path_for_pair) -> List[str]:
     """One PNG per pair with probe data: the cosine of the task and distillation gradients per epoch
     (each run's mean per epoch), mean over seeds with a min..max band."""
     def series(run: RunResult) -> Dict[int, float]:
-        return {e: sum(v) / len(v) for e, v in _probe_epochs(run.path).items()}
+        return {e: sum(v) / len(v) for e, v in probe_epochs(run.path).items()}
 
     return _plot_per_epoch(rows, path_for_pair, series, "cos(g_task, g_kd) on the shared student parameters",
                            "gradient conflict (below 0: the gradients conflict)", zero_line=True)

@@ -287,7 +287,7 @@ def test_probe_plot_from_the_runs_csv(tmp_path):
                                           "1,0,0,-0.2,1.0\n1,100,100,0.0,1.0\n2,0,150,0.3,1.0\n2,100,250,nan,nan\n")
         runs.append(d)
     rows = aggregate.summarize([aggregate.read_run(str(d)) for d in runs], reference.load())
-    assert aggregate._probe_epochs(str(runs[0])) == {1: [-0.2, 0.0], 2: [0.3]}
+    assert aggregate.probe_epochs(str(runs[0])) == {1: [-0.2, 0.0], 2: [0.3]}
     written = aggregate.plot_probe(rows, lambda ds, p: str(tmp_path / f"probe_{ds}_{p}.png"))
     assert written == [str(tmp_path / "probe_cifar100_res56_res20.png")]
     with Image.open(written[0]) as im:

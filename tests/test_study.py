@@ -68,3 +68,26 @@ def test_claims_arithmetic():
     d, se, df = claims.compare([60.0], [70.0, 71.0, 72.0])
     assert d == pytest.approx(-11.0) and se == pytest.approx((1.0 + 1 / 3) ** 0.5) and df == 2.0
     assert claims.compare([1.0], [2.0]) is None
+
+
+def test_probe_summary_counts_conflicting_measurements(tmp_path):
+    import importlib.util
+
+    from mdistiller_ext import aggregate
+    from mdistiller_ext.worklog import best_line, epoch_block
+
+    spec = importlib.util.spec_from_file_location("study_claims", STUDY / "claims.py")
+    claims = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(claims)
+    runs = []
+    for seed, rows in enumerate([[(1, 0.5), (1, -0.25), (2, 0.25)], [(1, 0.75), (2, float("nan")), (2, -0.5)]]):
+        d = tmp_path / f"kd{seed}"
+        d.mkdir()
+        (d / "worklog.txt").write_text(epoch_block(1, 0.05, {"test_acc": 50.0}) + epoch_block(2, 0.05, {"test_acc": 60.0})
+                                       + best_line(60.0))
+        (d / "grad_probe.csv").write_text("epoch,step,global_step,cos,norm_ratio\n" +
+                                          "".join(f"{e},0,0,{c},1.0\n" for e, c in rows))
+        runs.append(aggregate.read_run(str(d)))
+    lines = claims.probe_lines({"KD": runs})
+    # epoch 1: 0.5, -0.25, 0.75 (mean 0.33); epoch 2: 0.25, -0.5 (NaN dropped; mean -0.12); 2 of 5 below 0
+    assert lines[-1] == "| KD | 5 | 0.33 | -0.12 | 2 (40.0%) | -0.50 |"

@@ -30,13 +30,34 @@ ARMS = {"vanilla,resnet8": "CE-only student", "kd,resnet20,resnet8": "KD", "dkd,
         "dhkd_align,resnet20,resnet8": "DHKD + alignment"}
 
 
-def finished_arms() -> Dict[str, List[float]]:
-    out: Dict[str, List[float]] = {}
+def finished_runs() -> Dict[str, List[aggregate.RunResult]]:
+    out: Dict[str, List[aggregate.RunResult]] = {}
     for name in sorted(os.listdir(RUNS)) if os.path.isdir(RUNS) else []:
         r = aggregate.read_run(os.path.join(RUNS, name))
         if r.status == "finished" and r.tag in ARMS:
-            out.setdefault(ARMS[r.tag], []).append(r.best_top1)
+            out.setdefault(ARMS[r.tag], []).append(r)
     return out
+
+
+def probe_lines(runs: Dict[str, List[aggregate.RunResult]]) -> List[str]:
+    """How often the probe saw the task and distillation gradients conflict (cosine < 0), per arm, all seeds
+    together: the per-epoch plot shows means, which can hide rare conflicting steps."""
+    lines = ["", "Gradient-conflict probe (every 100th step, student's shared layers; all finished seeds of an arm "
+             "together):", "", "| arm | measurements | mean cos, epoch 1 | mean cos, last epoch | cos < 0 | min cos |",
+             "|---|---|---|---|---|---|"]
+    for arm, rs in sorted(runs.items()):
+        per_epoch: Dict[int, List[float]] = {}
+        for r in rs:
+            for e, v in aggregate.probe_epochs(r.path).items():
+                per_epoch.setdefault(e, []).extend(v)
+        if not per_epoch:
+            continue
+        every = [c for v in per_epoch.values() for c in v]
+        first, last = per_epoch[min(per_epoch)], per_epoch[max(per_epoch)]
+        lines.append(f"| {arm} | {len(every)} | {sum(first) / len(first):.2f} | {sum(last) / len(last):.2f} | "
+                     f"{sum(c < 0 for c in every)} ({100 * sum(c < 0 for c in every) / len(every):.1f}%) | "
+                     f"{min(every):.2f} |")
+    return lines
 
 
 def stats(xs: List[float]) -> Tuple[float, Optional[float]]:
@@ -88,7 +109,8 @@ def verdict(d: float, se: float, df: float, direction: int) -> str:
 
 
 def main() -> int:
-    arms = finished_arms()
+    runs = finished_runs()
+    arms = {arm: [r.best_top1 for r in rs] for arm, rs in runs.items()}
     claims = [("1", "every KD method beats the CE-only student", [(m, "CE-only student", 1) for m in ("KD", "DKD", "DHKD", "AEKT")]),
               ("2", "DHKD >= KD", [("DHKD", "KD", 1)]),
               ("3", "the single-head CE + BinaryKL ablation is clearly worse than DHKD", [("single-head CE + BinaryKL", "DHKD", -1)]),
@@ -115,6 +137,7 @@ def main() -> int:
             d, se, df = cmp
             lines.append(f"| ({num}) {text} | {a} vs {b} | {d:+.2f} ± {se:.2f} (df {df:.1f}; "
                          f"bar {t_critical(df) * se:.2f}) | {verdict(d, se, df, direction)} |")
+    lines += probe_lines(runs)
     path = os.path.join(HERE, "claims.md")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
