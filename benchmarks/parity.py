@@ -22,7 +22,8 @@ from common import header
 
 import torch
 
-from mdistiller_ext.aggregate import RunResult, mean_std, read_run
+from mdistiller_ext.aggregate import RunResult, read_run
+from mdistiller_ext.stats import mean_std, welch
 from mdistiller_ext.sweep import plan
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,14 +47,10 @@ def run_path(args: argparse.Namespace, fast: str) -> List[RunResult]:
     return [read_run(s.run_dir) for s in specs]
 
 
-def welch(a: Sequence[float], b: Sequence[float]) -> Tuple[float, float, float]:
-    """(difference of means a - b, its standard error, Welch's t)."""
-    (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
-    se = math.sqrt(sa ** 2 / len(a) + sb ** 2 / len(b))
-    diff = ma - mb
-    if se == 0:
-        return diff, se, 0.0 if diff == 0 else math.copysign(math.inf, diff)
-    return diff, se, diff / se
+def welch_t(a: Sequence[float], b: Sequence[float]) -> Tuple[float, float, float]:
+    """(difference of means a - b, its standard error, Welch's t); both sides need two or more seeds."""
+    diff, se, _ = welch(a, b)
+    return diff, se, (diff / se if se else (0.0 if diff == 0 else math.copysign(math.inf, diff)))
 
 
 def per_epoch(runs: Sequence[RunResult]) -> Dict[int, Tuple[float, float]]:
@@ -72,7 +69,7 @@ def report(results: Dict[str, List[RunResult]]) -> str:
         lines.append(f"| {LABEL[fast]} | {len(rs)} | {b[0]:.2f} ± {b[1]:.2f} | {l[0]:.2f} ± {l[1]:.2f} |")
     lines.append("")
     for what in ("best_top1", "last_top1"):
-        diff, se, t = welch([getattr(r, what) for r in results["on"]], [getattr(r, what) for r in results["off"]])
+        diff, se, t = welch_t([getattr(r, what) for r in results["on"]], [getattr(r, what) for r in results["off"]])
         verdict = "within seed noise" if abs(t) < 2 else "NOT within seed noise"
         lines.append(f"{what.replace('_top1', '')} top-1, fast - host-style: {diff:+.2f} ± {se:.2f} (Welch t = {t:+.2f}): {verdict}")
     return "\n".join(lines)

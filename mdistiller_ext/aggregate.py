@@ -1,6 +1,5 @@
 """Read run directories (this engine's or mdistiller's: same worklog) into a comparison table."""
 import csv
-import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -9,6 +8,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from yacs.config import CfgNode
 
 from . import provenance, registry, worklog
+from .stats import mean_std
 from .config import flat_config
 from .recipes import pair_of
 from .errors import UserError
@@ -114,14 +114,6 @@ def check_report_dir(out: str, replace: bool) -> None:
     if existing and not replace:
         raise UserError(f"{out} already holds a report ({', '.join(existing)}); choose another --out, or pass "
                         "--replace-report (replace_report: true in a sweep file) to write over it")
-
-
-def mean_std(values: Sequence[float]) -> Tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    n = len(values)
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    return mean, std
 
 
 @dataclass

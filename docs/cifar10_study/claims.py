@@ -12,15 +12,15 @@ df). One side with a single run: its spread is taken to be the other side's (SE 
 about 2.8 standard errors, not 2: small samples are held to the t distribution's wider bar.
 Nothing here is tuned.
 """
-import math
 import os
 import sys
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
 from mdistiller_ext import aggregate  # noqa: E402
+from mdistiller_ext.stats import mean_std, t_critical, welch  # noqa: E402
 
 RUNS = os.path.join(HERE, "runs")
 # study config TAG -> what the claims call it
@@ -60,40 +60,9 @@ def probe_lines(runs: Dict[str, List[aggregate.RunResult]]) -> List[str]:
     return lines
 
 
-def stats(xs: List[float]) -> Tuple[float, Optional[float]]:
-    mean = sum(xs) / len(xs)
-    return mean, (math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else None)
-
-
-# Student's t, two-sided 95% critical values by degrees of freedom (standard tables); a df between
-# entries uses the entry below it, which is the more demanding bar.
-T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
-         10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
-
-
-def t_critical(df: float) -> float:
-    below = [k for k in T_975 if k <= df]
-    return T_975[max(below)] if below else T_975[1]
-
-
-def compare(a: List[float], b: List[float]) -> Optional[Tuple[float, float, float]]:
-    """(mean(a) - mean(b), its standard error, degrees of freedom), or None where no spread is known."""
-    (ma, sa), (mb, sb) = stats(a), stats(b)
-    if sa is None and sb is None:
-        return None
-    if sa is None or sb is None:
-        s, n = (sb, len(b)) if sa is None else (sa, len(a))
-        return ma - mb, s * math.sqrt(1 / len(a) + 1 / len(b)), n - 1.0
-    va, vb = sa ** 2 / len(a), sb ** 2 / len(b)
-    if va + vb == 0:
-        return ma - mb, 0.0, float(len(a) + len(b) - 2)
-    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-    return ma - mb, math.sqrt(va + vb), df
-
-
 def fmt(xs: List[float]) -> str:
-    m, s = stats(xs)
-    return f"{m:.2f} ± {s:.2f} (n={len(xs)})" if s is not None else f"{m:.2f} (n=1)"
+    m, s = mean_std(xs)
+    return f"{m:.2f} ± {s:.2f} (n={len(xs)})" if len(xs) > 1 else f"{m:.2f} (n=1)"
 
 
 def verdict(d: float, se: float, df: float, direction: int) -> str:
@@ -129,9 +98,9 @@ def main() -> int:
             if a not in arms or b not in arms:
                 lines.append(f"| ({num}) {text} | {a} vs {b} | not run yet | - |")
                 continue
-            cmp = compare(arms[a], arms[b])
+            cmp = welch(arms[a], arms[b])
             if cmp is None:
-                lines.append(f"| ({num}) {text} | {a} vs {b} | {stats(arms[a])[0] - stats(arms[b])[0]:+.2f} (no spread "
+                lines.append(f"| ({num}) {text} | {a} vs {b} | {mean_std(arms[a])[0] - mean_std(arms[b])[0]:+.2f} (no spread "
                              "known: one run each) | cannot be resolved at this size |")
                 continue
             d, se, df = cmp
