@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -93,8 +94,18 @@ def plan_configs(entries: Sequence[Dict], overrides: Sequence[str] = ()) -> List
     return specs
 
 
+def teacher_run(spec: RunSpec, planned: Sequence[RunSpec]) -> Optional[RunSpec]:
+    """The planned run whose directory holds this run's EXT.TEACHER_CKPT (a study that trains its own
+    teacher first), else None."""
+    ckpt = load_config(spec.config, spec.overrides).EXT.TEACHER_CKPT
+    if not ckpt:
+        return None
+    where = os.path.normpath(os.path.dirname(ckpt))
+    return next((p for p in planned if p is not spec and os.path.normpath(p.run_dir) == where), None)
+
+
 def missing_teacher(spec: RunSpec, planned: Sequence[RunSpec] = ()) -> str:
-    """'' if the run's teacher can be found (or is made by an earlier planned run), else why not."""
+    """'' if the run's teacher can be found (or is made by another planned run), else why not."""
     from .builders import teacher_path
 
     cfg = load_config(spec.config, spec.overrides)
@@ -104,9 +115,7 @@ def missing_teacher(spec: RunSpec, planned: Sequence[RunSpec] = ()) -> str:
     try:
         teacher_path(cfg)
     except UserError as e:
-        made_here = [p for p in planned if p is not spec and cfg.EXT.TEACHER_CKPT and
-                     os.path.normpath(os.path.dirname(cfg.EXT.TEACHER_CKPT)) == os.path.normpath(p.run_dir)]
-        return "" if made_here else str(e)
+        return "" if teacher_run(spec, planned) is not None else str(e)
     return ""
 
 
@@ -132,28 +141,88 @@ def command(spec: RunSpec, state: str) -> List[str]:
     return cmd + spec.overrides
 
 
-def execute(specs: Sequence[RunSpec], log_dir: str, echo: Callable[[str], None] = print) -> Dict[str, List]:
-    """Run what is not finished, one after another; a failing run is reported, not fatal."""
-    os.makedirs(log_dir, exist_ok=True)
-    report: Dict[str, List] = {"skipped": [], "ran": [], "failed": []}
-    # the runs import this very package (and see the plug-ins through MDISTILLER_EXT_PLUGINS)
+def run_env(jobs: int) -> Dict[str, str]:
+    """The runs' environment: this package on PYTHONPATH (the plug-ins travel in MDISTILLER_EXT_PLUGINS),
+    and, for runs side by side, the cores shared out unless OMP_NUM_THREADS says otherwise."""
     path = os.pathsep.join(filter(None, [PACKAGE_PARENT, os.environ.get("PYTHONPATH", "")]))
     env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=path)
-    for i, spec in enumerate(specs, 1):
-        state = status(spec)
-        if state == "finished":
-            echo(f"[{i}/{len(specs)}] {spec.label}: finished, skipped")
-            report["skipped"].append(spec)
-            continue
-        echo(f"[{i}/{len(specs)}] {spec.label}: {'resuming' if state == 'partial' else 'running'}")
-        log_file = os.path.join(log_dir, f"{(spec.name or spec.method).replace(',', '_')}_{spec.pair}_seed{spec.seed}.log")
-        with open(log_file, "w") as f:
-            rc = subprocess.run(command(spec, state), stdout=f, stderr=subprocess.STDOUT, env=env).returncode
-        if rc == 0:
-            report["ran"].append(spec)
-        else:
-            with open(log_file) as f:
-                tail = [line.strip() for line in f if line.strip()][-1:] or ["(no output)"]
-            echo(f"    failed (exit {rc}): {tail[0]} [log: {log_file}]")
-            report["failed"].append((spec, rc, tail[0], log_file))
+    if jobs > 1 and "OMP_NUM_THREADS" not in os.environ:
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
+    return env
+
+
+def execute(specs: Sequence[RunSpec], log_dir: str, echo: Callable[[str], None] = print, jobs: int = 1
+            ) -> Dict[str, List]:
+    """Run what is not finished, up to ``jobs`` at a time, in plan order; a run waits for the planned run
+    that makes its teacher. A failing run is reported, not fatal (its students are reported as failed)."""
+    if jobs < 1:
+        raise UserError(f"--jobs must be at least 1; got {jobs}")
+    os.makedirs(log_dir, exist_ok=True)
+    report: Dict[str, List] = {"skipped": [], "ran": [], "failed": []}
+    env = run_env(jobs)
+    n = len(specs)
+    index = {id(spec): i for i, spec in enumerate(specs, 1)}
+    waits_for = {id(spec): teacher_run(spec, specs) for spec in specs}
+    done_dirs: Dict[str, bool] = {}  # run_dir -> finished without error in this call (or before it)
+    pending = list(specs)
+    running: List = []  # (process, spec, log_file, open file)
+
+    def fail(spec: RunSpec, rc: int, why: str, log_file: str) -> None:
+        echo(f"    [{index[id(spec)]}/{n}] {spec.label} failed (exit {rc}): {why} [log: {log_file}]")
+        report["failed"].append((spec, rc, why, log_file))
+        done_dirs[os.path.normpath(spec.run_dir)] = False
+
+    def ready(spec: RunSpec) -> Optional[bool]:
+        """True: can start; None: must wait; False: cannot run (its teacher run failed)."""
+        busy = {os.path.normpath(r[1].run_dir) for r in running}
+        if os.path.normpath(spec.run_dir) in busy:
+            return None  # the same run listed twice: the second sees it finished
+        teacher = waits_for[id(spec)]
+        if teacher is None:
+            return True
+        return done_dirs.get(os.path.normpath(teacher.run_dir))
+
+    while pending or running:
+        for spec in list(pending):
+            if len(running) >= jobs:
+                break
+            go = ready(spec)
+            if go is None:
+                continue
+            pending.remove(spec)
+            i = index[id(spec)]
+            log_file = os.path.join(log_dir, f"{(spec.name or spec.method).replace(',', '_')}_{spec.pair}_seed{spec.seed}.log")
+            if go is False:
+                fail(spec, -1, f"its teacher run {waits_for[id(spec)].label} failed", log_file)
+                continue
+            state = status(spec)
+            if state == "finished":
+                echo(f"[{i}/{n}] {spec.label}: finished, skipped")
+                report["skipped"].append(spec)
+                done_dirs[os.path.normpath(spec.run_dir)] = True
+                continue
+            echo(f"[{i}/{n}] {spec.label}: {'resuming' if state == 'partial' else 'running'}")
+            f = open(log_file, "w")
+            running.append((subprocess.Popen(command(spec, state), stdout=f, stderr=subprocess.STDOUT, env=env),
+                            spec, log_file, f))
+            if jobs == 1:
+                break
+        if not running:
+            if pending:  # only runs waiting on a teacher no run makes: cannot happen, but never spin
+                raise RuntimeError(f"sweep scheduler stalled on {[s.label for s in pending]}")
+            break
+        time.sleep(0.2)
+        for item in [r for r in running if r[0].poll() is not None]:
+            proc, spec, log_file, f = item
+            running.remove(item)
+            f.close()
+            if proc.returncode == 0:
+                report["ran"].append(spec)
+                done_dirs[os.path.normpath(spec.run_dir)] = True
+                if jobs > 1:
+                    echo(f"    [{index[id(spec)]}/{n}] {spec.label}: done")
+            else:
+                with open(log_file) as lf:
+                    tail = [line.strip() for line in lf if line.strip()][-1:] or ["(no output)"]
+                fail(spec, proc.returncode, tail[0], log_file)
     return report

@@ -188,6 +188,7 @@ def test_compare_end_to_end(tmp_path):
     sweep_file = tmp_path / "sweep.yaml"
     sweep_file.write_text(yaml.safe_dump({
         "dataset": "cifar10", "methods": ["kd", "dhkd"], "pairs": ["res20_res8"], "seeds": [0, 1], "out": "report",
+        "jobs": 2,  # two real runs side by side
         "set": {"SOLVER.EPOCHS": 1, "SOLVER.BATCH_SIZE": 16, "DATASET.NUM_WORKERS": 0, "EXT.DATA_ROOT": "data",
                 "EXT.DATA_CACHE": "data", "EXT.CKPT_ROOT": "ckpts", "EXT.DOWNLOAD": False, "LOG.PREFIX": "out"}}))
     env = dict(os.environ)
@@ -205,7 +206,7 @@ def test_compare_end_to_end(tmp_path):
     mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("student_latest")}
     refused = subprocess.run(tool, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert refused.returncode == 2 and "already holds a report" in refused.stderr  # no silent overwrite
-    again = subprocess.run(tool + ["--replace-report"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    again = subprocess.run(tool + ["--replace-report", "--jobs", "1"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and again.stdout.count("finished, skipped") == 4
     assert mtimes == {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("student_latest")}
     assert len(logs) == 4
@@ -319,3 +320,80 @@ def test_teachers_are_listed_apart_from_the_methods(tmp_path):
     table, teachers = text.split("Teachers")
     assert "resnet20->resnet20" not in text and "| teacher |" not in table
     assert "| cifar10 | res20_res8 | vanilla | 1 |" in table and "| cifar10 | resnet20 | 1 | 80.00" in teachers
+
+
+# a stand-in for a training run: records when it ran and its OMP_NUM_THREADS, then writes a finished
+# worklog (or fails); the scheduler under test neither knows nor cares what the command does
+FAKE_RUN = """
+import os, sys, time
+from mdistiller_ext.worklog import best_line, epoch_block
+run_dir, stamp, seconds, rc = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+start = time.time(); time.sleep(seconds)
+with open(stamp, "w") as f:
+    f.write(f"{start} {time.time()} {os.environ.get('OMP_NUM_THREADS', '')}")
+if rc:
+    print("boom: this run failed"); sys.exit(rc)
+os.makedirs(run_dir, exist_ok=True)
+with open(os.path.join(run_dir, "worklog.txt"), "w") as f:
+    f.write(epoch_block(1, 0.05, {"test_acc": 50.0}) + best_line(50.0))
+"""
+
+
+def scheduled(tmp_path, monkeypatch, jobs, failing=(), seconds=None):
+    """A teacher, two students that learn from it, and an independent run, executed by sweep.execute."""
+    config = str(ROOT / "configs" / "cifar10" / "kd" / "res20_res8.yaml")
+    teacher_dir = str(tmp_path / "runs" / "teacher")
+    specs = [sweep.RunSpec("cifar10", "kd", "res20_res8", seed, config,
+                           ["EXT.SEED", str(seed), "EXT.TEACHER_CKPT", f"{teacher_dir}/student_best"],
+                           str(tmp_path / "runs" / f"kd{seed}")) for seed in (0, 1)]
+    specs.insert(0, sweep.RunSpec("cifar10", "vanilla", "resnet20", 0, config, ["EXT.SEED", "0"], teacher_dir, "teacher"))
+    specs.append(sweep.RunSpec("cifar10", "vanilla", "res20_res8", 7, config, ["EXT.SEED", "7"],
+                               str(tmp_path / "runs" / "alone"), "alone"))
+    seconds = seconds or {"teacher": 1.0, "alone": 2.0}
+
+    def command(spec, state):
+        name = os.path.basename(spec.run_dir)
+        return [sys.executable, "-c", FAKE_RUN, spec.run_dir, str(tmp_path / f"{name}.stamp"),
+                str(seconds.get(name, 0.3)), "3" if name in failing else "0"]
+
+    monkeypatch.setattr(sweep, "command", command)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    lines = []
+    report = sweep.execute(specs, str(tmp_path / "logs"), echo=lines.append, jobs=jobs)
+    stamps = {}
+    for p in tmp_path.glob("*.stamp"):
+        start, end, threads = p.read_text().split(" ")
+        stamps[p.stem] = (float(start), float(end), threads)
+    return specs, report, stamps, lines
+
+
+def test_parallel_sweep_waits_for_the_teacher_and_overlaps_the_rest(tmp_path, monkeypatch):
+    specs, report, t, lines = scheduled(tmp_path, monkeypatch, jobs=2)
+    assert not report["failed"] and len(report["ran"]) == 4
+    # the students start only once the teacher has finished; the independent run overlaps the teacher
+    assert t["kd0"][0] >= t["teacher"][1] and t["kd1"][0] >= t["teacher"][1]
+    assert t["alone"][0] < t["teacher"][1]
+    assert {v[2] for v in t.values()} == {str(max(1, (os.cpu_count() or 1) // 2))}
+    assert all(sweep.status(s) == "finished" for s in specs)
+    assert sum("done" in line for line in lines) == 4
+    # run again: everything is skipped
+    report = sweep.execute(specs, str(tmp_path / "logs"), echo=lambda m: None, jobs=2)
+    assert len(report["skipped"]) == 4 and not report["ran"]
+
+
+def test_sequential_sweep_runs_one_at_a_time_in_plan_order(tmp_path, monkeypatch):
+    _, report, t, _ = scheduled(tmp_path, monkeypatch, jobs=1, seconds={"teacher": 0.3, "alone": 0.3})
+    order = sorted(t, key=lambda k: t[k][0])
+    assert order == ["teacher", "kd0", "kd1", "alone"]
+    assert all(t[a][1] <= t[b][0] for a, b in zip(order, order[1:]))
+    assert {v[2] for v in t.values()} == {""}  # one job: the threads are left to torch
+
+
+def test_a_failed_teacher_fails_its_students_without_running_them(tmp_path, monkeypatch):
+    _, report, t, lines = scheduled(tmp_path, monkeypatch, jobs=2, failing={"teacher"})
+    failed = {spec.run_dir.rsplit(os.sep, 1)[1]: why for spec, _, why, _ in report["failed"]}
+    assert failed["teacher"] == "boom: this run failed"
+    assert failed["kd0"] == failed["kd1"] == "its teacher run teacher resnet20 seed 0 failed"
+    assert set(t) == {"teacher", "alone"} and [s.run_dir for s in report["ran"]] == [str(tmp_path / "runs" / "alone")]
+    with pytest.raises(Exception, match="at least 1"):
+        sweep.execute([], str(tmp_path / "logs"), jobs=0)

@@ -5,6 +5,7 @@
   python tools/compare.py --sweep sweep.yaml                 # the same options from a yaml file, or
                                                             # explicit configs: runs: [{config, seeds, set}]
   python tools/compare.py ... --dry-run                      # print what would run
+  python tools/compare.py --sweep sweep.yaml --jobs 2        # two runs at a time (teachers first)
   python tools/compare.py --runs output/cifar100_baselines/* --out report   # aggregate existing run dirs
                                                             # (this engine's or mdistiller's)
   python tools/compare.py --plugin my_method.py --methods mykd ... # a method from outside the package
@@ -27,7 +28,8 @@ import yaml  # noqa: E402
 from mdistiller_ext import aggregate, reference, registration, sweep  # noqa: E402
 from mdistiller_ext.errors import UserError  # noqa: E402
 
-SWEEP_KEYS = {"dataset", "methods", "pairs", "seeds", "set", "out", "runs", "replace_report", "configs", "plugins"}
+SWEEP_KEYS = {"dataset", "methods", "pairs", "seeds", "set", "out", "runs", "replace_report", "configs", "plugins",
+              "jobs"}
 
 
 def parse(argv=None):
@@ -44,6 +46,9 @@ def parse(argv=None):
     ap.add_argument("--configs", default=None, help="folder of configs/<dataset>/<method>/<pair>.yaml (default: ./configs)")
     ap.add_argument("--plugin", action="append", default=None, metavar="FILE_OR_MODULE",
                     help="a method module from outside the package (its runs load it too); repeatable")
+    ap.add_argument("--jobs", type=int, default=None,
+                    help="runs side by side (default 1); each gets cpu_count/jobs CPU threads unless OMP_NUM_THREADS "
+                         "is set; a run waits for the planned run that makes its teacher")
     ap.add_argument("--dry-run", action="store_true")
     ap.add_argument("--no-run", action="store_true", help="only aggregate the planned runs that exist")
     ap.add_argument("--reference", default=reference.DEFAULT_PATH, help="reference-results yaml")
@@ -65,12 +70,15 @@ def parse(argv=None):
         args.replace_report = args.replace_report or bool(spec.get("replace_report"))
         for key, value in (("dataset", spec.get("dataset")), ("methods", spec.get("methods")), ("pairs", spec.get("pairs")),
                            ("seeds", spec.get("seeds")), ("set", overrides or None), ("out", spec.get("out")),
-                           ("configs", spec.get("configs")), ("plugin", spec.get("plugins"))):
+                           ("configs", spec.get("configs")), ("plugin", spec.get("plugins")), ("jobs", spec.get("jobs"))):
             if getattr(args, key) is None and value is not None:
                 setattr(args, key, value)
     args.out = args.out or "comparison"
     args.configs = args.configs or "configs"
     args.set = args.set or []
+    args.jobs = 1 if args.jobs is None else args.jobs
+    if not isinstance(args.jobs, int) or args.jobs < 1:
+        raise UserError(f"jobs must be a whole number of at least 1; got {args.jobs!r}")
     if not args.runs and not args.config_runs and not (args.dataset and args.methods and args.pairs and args.seeds):
         raise UserError("give --dataset, --methods, --pairs and --seeds (or --sweep FILE), or --runs DIR...")
     if len(args.set) % 2:
@@ -132,7 +140,7 @@ def main(argv=None) -> int:
         aggregate.check_report_dir(args.out, args.replace_report)
         failed = []
         if not args.no_run:
-            failed = sweep.execute(specs, os.path.join(args.out, "logs"))["failed"]
+            failed = sweep.execute(specs, os.path.join(args.out, "logs"), jobs=args.jobs)["failed"]
         report([aggregate.read_run(s.run_dir) for s in specs], refs, args.out, args.pool_runtimes)
         if failed:
             print(f"{len(failed)} run(s) failed:", file=sys.stderr)
