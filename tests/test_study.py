@@ -21,6 +21,8 @@ CONFIGS = {  # study config -> (shipped config, keys it may change)
     "aekt": ("aekt/res20_res8", STUDENT | {"AEKT.WARMUP"}),
     "dhkd_one_head_bkl": ("dhkd/res20_res8", STUDENT | {"DHKD.HEAD", "DHKD.LOSS"}),
     "dhkd_align": ("dhkd/res20_res8", STUDENT | {"SOLVER.TRAINER"}),
+    "aekt_ratio_none": ("aekt/res20_res8", STUDENT | {"AEKT.WARMUP", "AEKT.RATIO_MODE"}),
+    "aekt_serial_none": ("aekt/res20_res8", STUDENT | {"AEKT.WARMUP", "AEKT.SERIAL"}),
 }
 
 
@@ -38,9 +40,9 @@ def test_study_config_changes_only_documented_keys(name):
 def test_study_sweep_plans_the_teacher_first_then_seed_by_seed():
     spec = yaml.safe_load((STUDY / "sweep.yaml").read_text())
     runs = sweep.plan_configs(spec["runs"])
-    assert len(runs) == 1 + 5 * 3 + 2
+    assert len(runs) == 1 + 5 * 3 + 4
     assert runs[0].name == "teacher,resnet20" and runs[0].seed == 0
-    assert [r.seed for r in runs[1:8]] == [0] * 7 and [r.seed for r in runs[8:13]] == [1] * 5
+    assert [r.seed for r in runs[1:10]] == [0] * 9 and [r.seed for r in runs[10:15]] == [1] * 5
     teacher = load_config(str(STUDY / "configs" / "kd.yaml"), []).EXT.TEACHER_CKPT
     assert teacher == f"{runs[0].run_dir}/student_best"
 

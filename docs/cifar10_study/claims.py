@@ -27,7 +27,10 @@ RUNS = os.path.join(HERE, "runs")
 ARMS = {"vanilla,resnet8": "CE-only student", "kd,resnet20,resnet8": "KD", "dkd,resnet20,resnet8": "DKD",
         "dhkd,resnet20,resnet8": "DHKD", "aekt,resnet20,resnet8": "AEKT",
         "dhkd_one_head_bkl,resnet20,resnet8": "single-head CE + BinaryKL",
-        "dhkd_align,resnet20,resnet8": "DHKD + alignment"}
+        "dhkd_align,resnet20,resnet8": "DHKD + alignment",
+        # diagnostics of AEKT's result, one factor of the reconstruction each (no claim rests on them)
+        "aekt_ratio_none,resnet20,resnet8": "AEKT without the ratio (w = 1)",
+        "aekt_serial_none,resnet20,resnet8": "AEKT without the serialization layer"}
 
 
 def finished_runs() -> Dict[str, List[aggregate.RunResult]]:
