@@ -87,7 +87,11 @@ def main() -> int:
               ("2", "DHKD >= KD", [("DHKD", "KD", 1)]),
               ("3", "the single-head CE + BinaryKL ablation is clearly worse than DHKD", [("single-head CE + BinaryKL", "DHKD", -1)]),
               ("4", "AEKT >= DKD", [("AEKT", "DKD", 1)]),
-              ("5", "gradient alignment does not hurt DHKD", [("DHKD + alignment", "DHKD", 0)])]
+              ("5", "gradient alignment does not hurt DHKD", [("DHKD + alignment", "DHKD", 0)]),
+              # diagnostics, not paper claims: which factor of the reconstruction costs AEKT accuracy
+              ("d1", "diagnostic: the ratio w costs AEKT accuracy", [("AEKT without the ratio (w = 1)", "AEKT", 1)]),
+              ("d2", "diagnostic: the serialization layer costs AEKT accuracy",
+               [("AEKT without the serialization layer", "AEKT", 1)])]
     lines = ["# Claims, as far as the finished runs go", "",
              "Best-epoch test top-1 (%) on the CIFAR-10 JPEG copy's full test set; difference of means ± its "
              "standard error and degrees of freedom; a two-sided t-test at the 5% level decides (Welch's where both "
