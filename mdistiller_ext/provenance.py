@@ -114,6 +114,18 @@ def record_cost(run_dir: str, first_epoch: int, last_epoch: int, wall_s: float, 
     _write(run_dir, data)
 
 
+def cost_of(data: Optional[Dict[str, object]]) -> Optional[Dict[str, object]]:
+    """A run's recorded cost, all segments together: {"cpu_s", "wall_s", "epochs" (the set of epochs
+    the segments cover)}; None where nothing was recorded. A run whose segments miss some of its epochs
+    (stopped before cost was recorded per epoch) has fewer epochs here than in its worklog."""
+    segments = (data or {}).get("cost") or []
+    if not segments:
+        return None
+    epochs = {e for seg in segments for e in range(seg["epochs"][0], seg["epochs"][1] + 1)}
+    return {"cpu_s": sum(seg["cpu_s"] for seg in segments), "wall_s": sum(seg["wall_s"] for seg in segments),
+            "epochs": epochs}
+
+
 def _write(run_dir: str, data: Dict[str, object]) -> None:
     """runtime.json, replaced atomically."""
     path = os.path.join(run_dir, RUNTIME_FILE)

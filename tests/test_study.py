@@ -84,3 +84,33 @@ def test_probe_summary_counts_conflicting_measurements(tmp_path):
     lines = claims.probe_lines({"KD": runs})
     # epoch 1: 0.5, -0.25, 0.75 (mean 0.33); epoch 2: 0.25, -0.5 (NaN dropped; mean -0.12); 2 of 5 below 0
     assert lines[-1] == "| KD | 5 | 0.33 | -0.12 | 2 (40.0%) | -0.50 |"
+
+
+def test_run_table_sums_cost_segments_and_names_missing_epochs(tmp_path):
+    import importlib.util
+    import json
+
+    from mdistiller_ext import aggregate, provenance
+    from mdistiller_ext.worklog import best_line, epoch_block
+
+    spec = importlib.util.spec_from_file_location("study_claims", STUDY / "claims.py")
+    claims = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(claims)
+    runs = {}
+    for name, segments, resumed in (
+            ("whole", [{"epochs": [1, 1], "wall_s": 60.0, "cpu_s": 54.0}, {"epochs": [2, 3], "wall_s": 126.0, "cpu_s": 120.0}],
+             [{"mdistiller_ext_commit": "bbbbbbbbbbbb"}]),
+            ("part", [{"epochs": [3, 3], "wall_s": 30.0, "cpu_s": 30.0}], [])):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "worklog.txt").write_text("".join(epoch_block(e, 0.05, {"test_acc": a}) for e, a in ((1, 50.0), (2, 61.0), (3, 60.5)))
+                                       + best_line(61.0))
+        (d / "runtime.json").write_text(json.dumps({"cost": segments, "cpu_threads": 1, "resumed": resumed,
+                                                    "mdistiller_ext_commit": "aaaaaaaaaaaa"}))
+        runs[name] = [aggregate.read_run(str(d))]
+    assert provenance.cost_of(provenance.read(str(tmp_path / "whole"))) == {"cpu_s": 174.0, "wall_s": 186.0,
+                                                                             "epochs": {1, 2, 3}}
+    assert provenance.cost_of({}) is None
+    lines = claims.run_lines(runs)
+    assert "| part | None | 61.00 (2) | 60.50 | 0.5 (2 of 3 epochs not recorded) |" in lines[-2]
+    assert lines[-1] == "| whole | None | 61.00 (2) | 60.50 | 2.9 | 3.1 | 1 | aaaaaaa, bbbbbbb |"

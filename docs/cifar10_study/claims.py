@@ -19,7 +19,7 @@ from typing import Dict, List
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
-from mdistiller_ext import aggregate  # noqa: E402
+from mdistiller_ext import aggregate, provenance  # noqa: E402
 from mdistiller_ext.stats import mean_std, t_critical, welch  # noqa: E402
 
 RUNS = os.path.join(HERE, "runs")
@@ -40,6 +40,30 @@ def finished_runs() -> Dict[str, List[aggregate.RunResult]]:
         if r.status == "finished" and r.tag in ARMS:
             out.setdefault(ARMS[r.tag], []).append(r)
     return out
+
+
+def run_lines(runs: Dict[str, List[aggregate.RunResult]]) -> List[str]:
+    """Every finished run: its seed, best and last top-1, what it cost and which code made it."""
+    lines = ["", "Every finished run (CPU minutes: process CPU time over all epochs, from its runtime.json; commit: "
+             "the code that ran it, and the code of any resumption):", "",
+             "| arm | seed | best top-1 (epoch) | last top-1 | CPU minutes | wall minutes | threads | commit |",
+             "|---|---|---|---|---|---|---|---|"]
+    for arm, rs in sorted(runs.items()):
+        for r in sorted(rs, key=lambda r: r.seed if r.seed is not None else -1):
+            data = provenance.read(r.path) or {}
+            cost = provenance.cost_of(data)
+            n = len(r.epochs)
+            if cost is None:
+                cpu = wall = "not recorded"
+            else:
+                missing = n - len(cost["epochs"] & set(r.epochs))
+                note = f" ({missing} of {n} epochs not recorded)" if missing else ""
+                cpu, wall = f"{cost['cpu_s'] / 60:.1f}{note}", f"{cost['wall_s'] / 60:.1f}{note}"
+            commits = [data.get("mdistiller_ext_commit")] + [x.get("mdistiller_ext_commit") for x in data.get("resumed", [])]
+            best_epoch = max((e for e, v in r.epochs.items() if v.get("test_acc") == r.best_top1), default=None)
+            lines.append(f"| {arm} | {r.seed} | {r.best_top1:.2f} ({best_epoch}) | {r.last_top1:.2f} | {cpu} | {wall} | "
+                         f"{data.get('cpu_threads', '?')} | {', '.join(dict.fromkeys(str(c)[:7] for c in commits))} |")
+    return lines
 
 
 def probe_lines(runs: Dict[str, List[aggregate.RunResult]]) -> List[str]:
@@ -113,6 +137,7 @@ def main() -> int:
             d, se, df = cmp
             lines.append(f"| ({num}) {text} | {a} vs {b} | {d:+.2f} ± {se:.2f} (df {df:.1f}; "
                          f"bar {t_critical(df) * se:.2f}) | {verdict(d, se, df, direction)} |")
+    lines += run_lines(runs)
     lines += probe_lines(runs)
     path = os.path.join(HERE, "claims.md")
     with open(path, "w") as f:
