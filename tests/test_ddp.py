@@ -49,6 +49,10 @@ def worker(rank, world, init_file, out, align):
     forward_backward(model, x[half], y[half], 1, StepSetup(params, align=align, reduce=all_reduce_mean_))
     if rank == 0:
         torch.save(grads(d), out)
+    # both ranks are done with gloo before either tears it down: a rank that destroys its group while
+    # the other still holds the connection can abort the other ("terminate called without an active
+    # exception"), seen once in CI under load
+    dist.barrier()
     dist.destroy_process_group()
 
 
