@@ -27,6 +27,7 @@ class RunResult:
     status: str  # finished | incomplete | missing
     epochs: Dict[int, Dict[str, float]] = field(default_factory=dict)
     expected_epochs: Optional[int] = None
+    best_epoch: Optional[int] = None
     best_top1: Optional[float] = None
     best_top5: Optional[float] = None
     last_top1: Optional[float] = None
@@ -97,9 +98,9 @@ def read_run(path: str, dataset_hint: Optional[str] = None) -> RunResult:
     complete = log.finished and (expected is None or log.last_epoch >= expected) and \
         sorted(log.epochs) == list(range(1, log.last_epoch + 1))
     r.status = "finished" if complete else "incomplete"
-    best_epoch = log.best_epoch
-    r.best_top1 = log.best_acc if log.finished else log.epochs[best_epoch].get("test_acc")
-    r.best_top5 = log.epochs[best_epoch].get("test_acc_top5")
+    r.best_epoch = log.best_epoch
+    r.best_top1 = log.best_acc if log.finished else log.epochs[r.best_epoch].get("test_acc")
+    r.best_top5 = log.epochs[r.best_epoch].get("test_acc_top5")
     last = log.epochs[log.last_epoch]
     r.last_top1, r.last_top5 = last.get("test_acc"), last.get("test_acc_top5")
     return r

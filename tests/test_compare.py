@@ -70,6 +70,7 @@ def test_host_worklog_run_directory(tmp_path):
     r = aggregate.read_run(str(d))
     assert (r.dataset, r.method, r.pair, r.status) == ("cifar100", "dkd", "res32x4_res8x4", "finished")
     assert (r.best_top1, r.best_top5, r.last_top1, r.last_top5) == (76.0, 93.0, 75.5, 93.5)
+    assert r.best_epoch == 2
     row, = aggregate.summarize([r], reference.load())
     assert row.reference == 76.32 and row.source == "mdistiller_readme"
     assert row.delta == pytest.approx(76.0 - 76.32)
@@ -109,7 +110,8 @@ def test_a_single_run_shows_no_spread(tmp_path):
 
 def test_best_epoch_tie_takes_the_last_one(tmp_path):
     d = make_run(tmp_path, "p", "tie", {1: 70.0, 2: 70.0}, top5={1: 80.0, 2: 90.0}, cfg=cfg("kd", "resnet56", "resnet20", 0, 2))
-    assert aggregate.read_run(str(d)).best_top5 == 90.0
+    r = aggregate.read_run(str(d))
+    assert r.best_top5 == 90.0 and r.best_epoch == 2
 
 
 def test_reference_loader(tmp_path):

@@ -47,12 +47,18 @@ def test_study_sweep_plans_the_teacher_first_then_seed_by_seed():
     assert teacher == f"{runs[0].run_dir}/student_best"
 
 
-def test_claims_arithmetic():
+@pytest.fixture(scope="module")
+def claims():
+    """docs/cifar10_study/claims.py, a script outside the package, loaded as a module."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("study_claims", STUDY / "claims.py")
-    claims = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(claims)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_claims_arithmetic(claims):
     d, se, df = claims.welch([71.0, 72.0, 73.0], [70.0, 70.5, 71.0])
     # 1.5 is 2.3 standard errors: two would call it; t(0.975, 2.94) rounds down to df 2's 4.303 (p = 0.10)
     assert claims.verdict(d, se, df, 1) == "cannot be resolved at this size"
@@ -63,15 +69,10 @@ def test_claims_arithmetic():
     assert claims.verdict(-2.5, 1.0, 4.0, 0).startswith("not contradicted")
 
 
-def test_probe_summary_counts_conflicting_measurements(tmp_path):
-    import importlib.util
-
+def test_probe_summary_counts_conflicting_measurements(tmp_path, claims):
     from mdistiller_ext import aggregate
     from mdistiller_ext.worklog import best_line, epoch_block
 
-    spec = importlib.util.spec_from_file_location("study_claims", STUDY / "claims.py")
-    claims = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(claims)
     runs = []
     for seed, rows in enumerate([[(1, 0.5), (1, -0.25), (2, 0.25)], [(1, 0.75), (2, float("nan")), (2, -0.5)]]):
         d = tmp_path / f"kd{seed}"
@@ -86,16 +87,12 @@ def test_probe_summary_counts_conflicting_measurements(tmp_path):
     assert lines[-1] == "| KD | 5 | 0.33 | -0.12 | 2 (40.0%) | -0.50 |"
 
 
-def test_run_table_sums_cost_segments_and_names_missing_epochs(tmp_path):
-    import importlib.util
+def test_run_table_sums_cost_segments_and_names_missing_epochs(tmp_path, claims):
     import json
 
     from mdistiller_ext import aggregate, provenance
     from mdistiller_ext.worklog import best_line, epoch_block
 
-    spec = importlib.util.spec_from_file_location("study_claims", STUDY / "claims.py")
-    claims = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(claims)
     runs = {}
     for name, segments, resumed in (
             ("whole", [{"epochs": [1, 1], "wall_s": 60.0, "cpu_s": 54.0}, {"epochs": [2, 3], "wall_s": 126.0, "cpu_s": 120.0}],

@@ -60,8 +60,7 @@ def run_lines(runs: Dict[str, List[aggregate.RunResult]]) -> List[str]:
                 note = f" ({missing} of {n} epochs not recorded)" if missing else ""
                 cpu, wall = f"{cost['cpu_s'] / 60:.1f}{note}", f"{cost['wall_s'] / 60:.1f}{note}"
             commits = [data.get("mdistiller_ext_commit")] + [x.get("mdistiller_ext_commit") for x in data.get("resumed", [])]
-            best_epoch = max((e for e, v in r.epochs.items() if v.get("test_acc") == r.best_top1), default=None)
-            lines.append(f"| {arm} | {r.seed} | {r.best_top1:.2f} ({best_epoch}) | {r.last_top1:.2f} | {cpu} | {wall} | "
+            lines.append(f"| {arm} | {r.seed} | {r.best_top1:.2f} ({r.best_epoch}) | {r.last_top1:.2f} | {cpu} | {wall} | "
                          f"{data.get('cpu_threads', '?')} | {', '.join(dict.fromkeys(str(c)[:7] for c in commits))} |")
     return lines
 
@@ -81,8 +80,9 @@ def probe_lines(runs: Dict[str, List[aggregate.RunResult]]) -> List[str]:
             continue
         every = [c for v in per_epoch.values() for c in v]
         first, last = per_epoch[min(per_epoch)], per_epoch[max(per_epoch)]
+        conflicts = sum(c < 0 for c in every)
         lines.append(f"| {arm} | {len(every)} | {sum(first) / len(first):.2f} | {sum(last) / len(last):.2f} | "
-                     f"{sum(c < 0 for c in every)} ({100 * sum(c < 0 for c in every) / len(every):.1f}%) | "
+                     f"{conflicts} ({100 * conflicts / len(every):.1f}%) | "
                      f"{min(every):.2f} |")
     return lines
 
