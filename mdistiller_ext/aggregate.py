@@ -32,6 +32,10 @@ class RunResult:
     best_top5: Optional[float] = None
     last_top1: Optional[float] = None
     last_top5: Optional[float] = None
+    # with EXT.VAL_SPLIT: the best validation top-1 and the test top-1 of that epoch (a choice made on
+    # held-out data, beside the host's best-test-epoch number)
+    best_val_top1: Optional[float] = None
+    test_at_best_val: Optional[float] = None
     # what makes runs the same experiment: the config without the seed and number-neutral keys,
     # and the runtime record (route, precision, data path, zoo, versions)
     config: Optional[Dict[str, object]] = None
@@ -103,6 +107,9 @@ def read_run(path: str, dataset_hint: Optional[str] = None) -> RunResult:
     r.best_top5 = log.epochs[r.best_epoch].get("test_acc_top5")
     last = log.epochs[log.last_epoch]
     r.last_top1, r.last_top5 = last.get("test_acc"), last.get("test_acc_top5")
+    val_epoch = log.best_val_epoch
+    if val_epoch is not None:
+        r.best_val_top1, r.test_at_best_val = log.epochs[val_epoch]["val_acc"], log.epochs[val_epoch].get("test_acc")
     return r
 
 
@@ -147,6 +154,7 @@ class Row:
 
 
 METRICS = ("best_top1", "last_top1", "best_top5", "last_top5")
+VAL_METRICS = ("best_val_top1", "test_at_best_val")  # shown where a row's runs have a validation split
 
 
 def _frozen(d: Dict) -> Tuple:
@@ -191,7 +199,7 @@ def summarize(results: Sequence[RunResult], refs: ReferenceTable, pool_runtimes:
         for key, variant in zip(keys, _variants(described)):
             runs = groups[key]
             stats = {}
-            for m in METRICS:
+            for m in METRICS + VAL_METRICS:
                 vals = [getattr(r, m) for r in runs if getattr(r, m) is not None]
                 if vals:
                     stats[m] = mean_std(vals)
@@ -215,10 +223,19 @@ HEADER = ["dataset", "pair", "method", "seeds", "best top-1", "last top-1", "bes
           "published top-1", "source", "delta vs published", "computed by"]
 
 
+VAL_HEADER = ["best val top-1", "test top-1 at best val"]
+
+
+def _has_val(rows: Sequence[Row]) -> bool:
+    return any(m in r.stats for r in rows for m in VAL_METRICS)
+
+
 def table_rows(rows: Sequence[Row]) -> List[List[str]]:
+    val = _has_val(rows)
     out = []
     for r in rows:
         out.append([r.dataset, r.pair, r.label, str(r.n)] + [_fmt(r.stats.get(m), r.n) for m in METRICS] +
+                   ([_fmt(r.stats.get(m), r.n) for m in VAL_METRICS] if val else []) +
                    ["n/a" if r.reference is None else f"{r.reference:.2f}", r.source or "-",
                     "n/a" if r.delta is None else f"{r.delta:+.2f}", r.runtime])
     return out
@@ -227,7 +244,8 @@ def table_rows(rows: Sequence[Row]) -> List[List[str]]:
 def write_markdown(rows: Sequence[Row], others: Sequence[RunResult], refs: ReferenceTable, path: str) -> str:
     teachers = [r for r in rows if r.method == "teacher"]
     rows = [r for r in rows if r.method != "teacher"]
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    header = HEADER[:8] + VAL_HEADER + HEADER[8:] if _has_val(rows) else HEADER
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(rows)]
     lines.append("")
     if teachers:
@@ -236,6 +254,9 @@ def write_markdown(rows: Sequence[Row], others: Sequence[RunResult], refs: Refer
         lines += [f"| {t.dataset} | {t.pair}{f' [{t.variant}]' if t.variant else ''} | {t.n} | "
                   f"{_fmt(t.stats.get('best_top1'), t.n)} | {_fmt(t.stats.get('last_top1'), t.n)} | {t.runtime} |" for t in teachers]
         lines.append("")
+    if _has_val(rows):
+        lines.append("Best val = the epoch with the best validation top-1 (EXT.VAL_SPLIT, held out of the training set); "
+                     "test top-1 at best val = that epoch's test accuracy, an epoch chosen without the test set.")
     lines.append("Top-1/top-5 in %, mean ± sample standard deviation over seeds (a single run: its value, no spread); best = best epoch, last = final epoch. "
                  "Delta vs published: the best epoch on CIFAR, the last epoch on ImageNet (as those papers report).")
     used = sorted({r.source for r in rows if r.source})
@@ -253,11 +274,12 @@ def write_markdown(rows: Sequence[Row], others: Sequence[RunResult], refs: Refer
 def write_csv(rows: Sequence[Row], path: str) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["dataset", "pair", "method", "seeds"] + [f"{m}_{s}" for m in METRICS for s in ("mean", "std")] +
+        metrics = METRICS + (VAL_METRICS if _has_val(rows) else ())
+        w.writerow(["dataset", "pair", "method", "seeds"] + [f"{m}_{s}" for m in metrics for s in ("mean", "std")] +
                    ["published_top1", "published_top5", "source", "delta_vs_published", "compared_metric", "computed_by"])
         for r in rows:
             cells = [r.dataset, r.pair, r.method, r.n]
-            for m in METRICS:
+            for m in metrics:
                 cells += ([f"{r.stats[m][0]:.4f}", f"{r.stats[m][1]:.4f}" if r.n > 1 else ""] if m in r.stats
                           else ["", ""])
             cells += ["" if r.reference is None else r.reference, "" if r.reference_top5 is None else r.reference_top5,

@@ -44,12 +44,19 @@ def build_teacher(cfg: CfgNode, num_classes: int) -> nn.Module:
     return teacher
 
 
-def build_distiller(cfg: CfgNode, num_classes: int, num_data: int, load_teacher: bool = True) -> Tuple[nn.Module, nn.Module]:
+def build_distiller(cfg: CfgNode, num_classes: int, num_data: int, load_teacher: bool = True,
+                    host_classes: bool = False) -> Tuple[nn.Module, nn.Module]:
     """Returns (distiller, student). ``load_teacher=False`` leaves the teacher's weights as initialised
-    (for loading a whole distiller checkpoint, which holds them)."""
+    (for loading a whole distiller checkpoint, which holds them).
+
+    This project's classes are built wherever it has one (its KD and DKD reproduce mdistiller's and add
+    the per-step warm-up and the teacher-logit cache), so this engine trains the same code with and
+    without mdistiller; ``host_classes`` (mdistiller's trainers) takes mdistiller's own instead."""
     kind = cfg.DISTILLER.TYPE
     classes = registration.distiller_registry()
     method = registry.find(kind)
+    if not host_classes and method is not None and method.distiller is not None:
+        classes[kind] = method.distiller
     if kind not in classes:
         if kind in host.HOST_ONLY_METHODS or (method is not None and method.host_provides):
             raise UserError(f"DISTILLER.TYPE {kind} requires mdistiller (not installed); install it from its GitHub "

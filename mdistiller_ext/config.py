@@ -23,6 +23,7 @@ def _ext() -> CN:
     n.DATA_CACHE = "./data"    # where archives are unpacked and decoded arrays are cached
     n.DOWNLOAD = True          # let torchvision download CIFAR where the network allows it
     n.TRAIN_SUBSET = 0         # CIFAR: train on a fixed random subset of this many images (0: all)
+    n.VAL_SPLIT = 0            # CIFAR: hold out this many training images (stratified, fixed draw) as a validation split
     n.TEACHER_CKPT = ""        # explicit teacher checkpoint; empty: look under CKPT_ROOT
     n.CKPT_ROOT = "./download_ckpts"
     n.EXPORT_TEACHER = False   # vanilla runs: also write the model where distillation looks for teachers
@@ -38,6 +39,9 @@ def _ext() -> CN:
     n.THREADS = 0              # CPU threads for torch (0: torch's default, one per core)
     # every N steps, cosine and norm ratio of the task and distillation gradients (0: off)
     n.GRAD_PROBE_EVERY = 0
+    # the teacher's logits for every augmented view, kept on disk and filled as views are met
+    n.TEACHER_CACHE = "auto"   # auto | on | off (auto: on where it applies: this engine, CIFAR fast path, logit-only method)
+    n.TEACHER_CACHE_DIR = ""   # empty: <EXT.DATA_CACHE>/teacher_logits
     return n
 
 
@@ -49,6 +53,8 @@ SWITCHES = {"auto": None, "on": True, "off": False}           # EXT.FAST_DATA, E
 AMP_MODES = {"auto": "auto", "off": None, "bf16": "bfloat16", "fp16": "float16"}  # torch dtype names
 NONFINITE_MODES = {"stop": False, "skip": True}               # drop each bad step (else stop at the first)
 EXPORT_EPOCHS = {"best": "student_best", "last": "student_latest"}  # the run's file EXT.EXPORT_TEACHER copies
+# keys whose default is a whole number but which take any number (a warm-up of 1.25 epochs ramps per step)
+FRACTIONAL_KEYS = ("DKD.WARMUP", "AEKT.WARMUP")
 
 
 def add_nodes(cfg: CN, nodes: Dict[str, Callable[[], CN]]) -> CN:
@@ -92,6 +98,8 @@ def _coerce(key: str, value: Any, default: Any, where: str) -> Any:
         return value
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if key in FRACTIONAL_KEYS and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
     if isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
         return type(default)(value)
     raise UserError(f"{where}{key} = {value!r} has the wrong type: expected {_type_name(default)}")

@@ -10,7 +10,7 @@ import io
 import os
 import pickle
 import tarfile
-from typing import Dict, List, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
@@ -161,11 +161,17 @@ def _cached_archive(path: str, cache: str) -> Dict[str, Tuple[np.ndarray, np.nda
 
 
 class ArrayDataset(Dataset):
-    """uint8 HWC images in memory with per-sample PIL transforms (the host's semantics)."""
+    """uint8 HWC images in memory with per-sample PIL transforms (the host's semantics).
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform, with_index: bool) -> None:
+    ``origin[i]`` is sample i's index in the full split it was taken from (a subset or the rest after
+    a validation split keeps it), so that per-image records such as the teacher-logit cache are shared
+    by every subset of one split."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform, with_index: bool,
+                 origin: Optional[np.ndarray] = None) -> None:
         self.images, self.labels = images, labels
         self.transform, self.with_index = transform, with_index
+        self.origin = np.arange(len(labels), dtype=np.int64) if origin is None else np.asarray(origin, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -201,28 +207,76 @@ def normalization(kind: str):
     return {"cifar100": (CIFAR100_MEAN, CIFAR100_STD), "cifar10": (CIFAR10_MEAN, CIFAR10_STD)}.get(kind, (IMAGENET_MEAN, IMAGENET_STD))
 
 
-def build_datasets(cfg: CfgNode) -> Tuple[Dataset, Dataset, int]:
+VAL_SPLIT_SEED = 0  # the held-out images do not depend on EXT.SEED: every seed is validated on the same images
+
+
+def stratified_holdout(labels: np.ndarray, n: int, seed: int = VAL_SPLIT_SEED) -> np.ndarray:
+    """Sorted indices of ``n`` samples drawn per class in proportion to the class sizes (largest
+    remainder), each class's draw a fixed permutation of its samples."""
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = counts * n / len(labels)
+    take = np.floor(quota).astype(np.int64)
+    for i in np.argsort(-(quota - take), kind="stable")[:n - int(take.sum())]:
+        take[i] += 1
+    rng = np.random.RandomState(seed)
+    picked = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take)]
+    return np.sort(np.concatenate(picked))
+
+
+class Splits(NamedTuple):
+    train: Dataset
+    test: Dataset
+    holdout: Optional[Dataset]   # EXT.VAL_SPLIT images (evaluation transform), None without a split
+    num_classes: int
+    record: Dict[str, object]    # what was held out and kept (recorded in runtime.json)
+
+
+def _cifar_splits(cfg: CfgNode) -> Splits:
+    kind, root = cfg.DATASET.TYPE, cfg.EXT.DATA_ROOT
+    if kind == "cifar100":
+        arrays = load_cifar100(root, cfg.EXT.DOWNLOAD)
+    else:
+        arrays = load_cifar10(root, cfg.EXT.DATA_CACHE, cfg.EXT.DOWNLOAD)
+    train_t, test_t = cifar_transforms(*normalization(kind))
+    num_classes = NUM_CLASSES[kind]
+    x, y = arrays["train"]
+    top = int(max(y.max(), arrays["test"][1].max()))
+    if top >= num_classes:
+        raise UserError(f"{kind} data at {root} has label {top}, but {kind} has {num_classes} classes")
+    keep = np.arange(len(y), dtype=np.int64)
+    holdout, record = None, {}
+    if cfg.EXT.TEACHER_CACHE != "off":  # the teacher-logit cache is indexed by the full split, in this order
+        from .teacher_cache import data_fingerprint
+
+        mean, std = normalization(kind)
+        record["train_split"] = {"images": int(len(y)), "num_classes": num_classes, "sha256": data_fingerprint(x, y),
+                                 "mean": list(mean), "std": list(std), "test_images": int(len(arrays["test"][1]))}
+    n_val, subset = cfg.EXT.VAL_SPLIT, cfg.EXT.TRAIN_SUBSET
+    if n_val:
+        if n_val >= len(y):
+            raise UserError(f"config EXT.VAL_SPLIT = {n_val} leaves no training images ({kind} has {len(y)}); hold out fewer")
+        held = stratified_holdout(y, n_val)
+        keep = np.setdiff1d(keep, held)
+        holdout = ArrayDataset(x[held], y[held], test_t, False, held)
+        record["val_split"] = {"images": int(n_val), "seed": VAL_SPLIT_SEED, "stratified": True,
+                               "indices_sha256": hashlib.sha256(held.tobytes()).hexdigest()}
+    if subset:
+        if subset > len(keep):
+            raise UserError(f"config EXT.TRAIN_SUBSET = {subset} is more than the {len(keep)} training images left")
+        # a fixed permutation, independent of EXT.SEED, so every seed sees the same images
+        keep = np.sort(keep[np.random.RandomState(0).permutation(len(keep))[:subset]])
+    return Splits(ArrayDataset(x[keep], y[keep], train_t, True, keep), ArrayDataset(*arrays["test"], test_t, False),
+                  holdout, num_classes, record)
+
+
+def build_splits(cfg: CfgNode) -> Splits:
     kind, root = cfg.DATASET.TYPE, cfg.EXT.DATA_ROOT
     if kind in ("cifar100", "cifar10"):
-        if kind == "cifar100":
-            arrays = load_cifar100(root, cfg.EXT.DOWNLOAD)
-        else:
-            arrays = load_cifar10(root, cfg.EXT.DATA_CACHE, cfg.EXT.DOWNLOAD)
-        train_t, test_t = cifar_transforms(*normalization(kind))
-        num_classes = NUM_CLASSES[kind]
-        subset = cfg.EXT.TRAIN_SUBSET
-        if subset:
-            x, y = arrays["train"]
-            # a fixed permutation, independent of EXT.SEED, so every seed sees the same images
-            keep = np.sort(np.random.RandomState(0).permutation(len(y))[:subset])
-            arrays["train"] = (x[keep], y[keep])
-        top = int(max(arrays["train"][1].max(), arrays["test"][1].max()))
-        if top >= num_classes:
-            raise UserError(f"{kind} data at {root} has label {top}, but {kind} has {num_classes} classes")
-        return (ArrayDataset(*arrays["train"], train_t, True), ArrayDataset(*arrays["test"], test_t, False), num_classes)
+        return _cifar_splits(cfg)
     if kind == "imagenet":
-        if cfg.EXT.TRAIN_SUBSET:
-            raise UserError("config EXT.TRAIN_SUBSET is only supported for cifar10/cifar100; set it to 0")
+        for key in ("TRAIN_SUBSET", "VAL_SPLIT"):
+            if cfg.EXT[key]:
+                raise UserError(f"config EXT.{key} is only supported for cifar10/cifar100; set it to 0")
         for split in ("train", "val"):
             if not os.path.isdir(os.path.join(root, split)):
                 raise UserError(f"imagenet not found: no {os.path.join(root, split)}; set EXT.DATA_ROOT to a folder with train/ and val/ ImageFolders")
@@ -233,8 +287,14 @@ def build_datasets(cfg: CfgNode) -> Tuple[Dataset, Dataset, int]:
         from torchvision.datasets import ImageFolder
 
         train = IndexedImageFolder(os.path.join(root, "train"), train_t)
-        return train, ImageFolder(os.path.join(root, "val"), test_t), len(train.inner.classes)
+        return Splits(train, ImageFolder(os.path.join(root, "val"), test_t), None, len(train.inner.classes), {})
     raise UserError(f"DATASET.TYPE {kind!r} is not supported here; use cifar100, cifar10 or imagenet (tiny_imagenet needs mdistiller)")
+
+
+def build_datasets(cfg: CfgNode) -> Tuple[Dataset, Dataset, int]:
+    """(train, test, num_classes); the train split without the EXT.VAL_SPLIT images."""
+    splits = build_splits(cfg)
+    return splits.train, splits.test, splits.num_classes
 
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -272,14 +332,21 @@ def uses_fast_path(cfg: CfgNode) -> bool:
     return on is not False and cifar
 
 
-def get_dataset(cfg: CfgNode, generator: torch.Generator = None, device: torch.device = None,
-                rank: int = 0, world_size: int = 1):
-    """(train_loader, val_loader, num_data, num_classes), like ``mdistiller.dataset.get_dataset``.
+class Loaders(NamedTuple):
+    train: object
+    test: object
+    holdout: Optional[object]   # the EXT.VAL_SPLIT images, evaluated like the test split (None: no split)
+    num_data: int
+    num_classes: int
+    record: Dict[str, object]
 
-    With the fast path the loaders are ``DeviceCifarLoader``s on ``device``; otherwise torchvision
-    DataLoaders (a DistributedSampler under torch.distributed). SOLVER.BATCH_SIZE is global.
-    """
-    train, val, num_classes = build_datasets(cfg)
+
+def get_loaders(cfg: CfgNode, generator: torch.Generator = None, device: torch.device = None,
+                rank: int = 0, world_size: int = 1) -> Loaders:
+    """The train, test and held-out loaders. With the fast path they are ``DeviceCifarLoader``s on
+    ``device``; otherwise torchvision DataLoaders (a DistributedSampler under torch.distributed).
+    SOLVER.BATCH_SIZE is global."""
+    train, val, holdout, num_classes, record = build_splits(cfg)
     if device is not None and uses_fast_path(cfg):
         from .fastdata import DeviceCifarLoader
 
@@ -290,10 +357,12 @@ def get_dataset(cfg: CfgNode, generator: torch.Generator = None, device: torch.d
 
         def on_device(ds: ArrayDataset, batch: int, is_train: bool) -> DeviceCifarLoader:
             return DeviceCifarLoader(ds.images, ds.labels, batch, mean, std, device, is_train, cfg.EXT.SEED,
-                                     rank, world_size, cl)
+                                     rank, world_size, cl, origin=ds.origin)
 
-        return (on_device(train, cfg.SOLVER.BATCH_SIZE, True), on_device(val, cfg.DATASET.TEST.BATCH_SIZE, False),
-                len(train), num_classes)
+        test_batch = cfg.DATASET.TEST.BATCH_SIZE
+        return Loaders(on_device(train, cfg.SOLVER.BATCH_SIZE, True), on_device(val, test_batch, False),
+                       on_device(holdout, test_batch, False) if holdout is not None else None,
+                       len(train), num_classes, record)
     workers = cfg.DATASET.NUM_WORKERS
     pin = torch.cuda.is_available()
     if world_size > 1:
@@ -305,5 +374,16 @@ def get_dataset(cfg: CfgNode, generator: torch.Generator = None, device: torch.d
     else:
         train_loader = DataLoader(train, batch_size=cfg.SOLVER.BATCH_SIZE, shuffle=True, num_workers=workers,
                                   generator=generator, pin_memory=pin)
-    val_loader = DataLoader(val, batch_size=cfg.DATASET.TEST.BATCH_SIZE, shuffle=False, num_workers=workers)
-    return train_loader, val_loader, len(train), num_classes
+
+    def evaluation(ds: Dataset) -> DataLoader:
+        return DataLoader(ds, batch_size=cfg.DATASET.TEST.BATCH_SIZE, shuffle=False, num_workers=workers)
+
+    return Loaders(train_loader, evaluation(val), evaluation(holdout) if holdout is not None else None,
+                   len(train), num_classes, record)
+
+
+def get_dataset(cfg: CfgNode, generator: torch.Generator = None, device: torch.device = None,
+                rank: int = 0, world_size: int = 1):
+    """(train_loader, val_loader, num_data, num_classes), like ``mdistiller.dataset.get_dataset``."""
+    loaders = get_loaders(cfg, generator, device, rank, world_size)
+    return loaders.train, loaders.test, loaders.num_data, loaders.num_classes

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .teacher_cache import view_ids
+
 
 def random_crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, pad: int = 4) -> torch.Tensor:
     """Crop each image of ``images`` (B, C, H, W) at (top, left) = offsets[b] after zero-padding by
@@ -32,7 +34,8 @@ class DeviceCifarLoader:
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, mean: Sequence[float],
                  std: Sequence[float], device: torch.device, train: bool, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, channels_last: bool = False) -> None:
+                 rank: int = 0, world_size: int = 1, channels_last: bool = False,
+                 origin: Optional[np.ndarray] = None) -> None:
         self.images = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous().to(device)
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
         self.batch_size, self.train, self.device = batch_size, train, device
@@ -43,6 +46,9 @@ class DeviceCifarLoader:
         self.seed = seed
         self.epoch = 0
         self.dataset = self  # the engine and the host read len(loader.dataset)
+        # each sample's index in the full split (the teacher-logit cache's row), on the CPU
+        self.origin = torch.arange(len(labels)) if origin is None else torch.as_tensor(np.asarray(origin), dtype=torch.long)
+        self.with_views = False  # True: train batches also carry each sample's view (teacher_cache.view_ids)
 
     def set_epoch(self, epoch: int, seed: Optional[int] = None) -> None:
         self.epoch = epoch
@@ -88,10 +94,15 @@ class DeviceCifarLoader:
         return order, offsets, flips
 
     def batches(self, order: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> Iterator[Tuple[torch.Tensor, ...]]:
-        """(image, target, index) batches of the given order, cropped and flipped as drawn."""
+        """(image, target, index) batches of the given order, cropped and flipped as drawn; with
+        ``with_views`` also (..., view) with each sample's view index, on the CPU."""
+        views = view_ids(offsets, flips) if self.with_views else None
         order, offsets, flips = order.to(self.device), offsets.to(self.device), flips.to(self.device)
         bs = self._local_batch()
         for start in range(0, len(order), bs):
             idx = order[start:start + bs]
             crops = random_crop_flip(self.images[idx], offsets[start:start + bs], flips[start:start + bs])
-            yield self.normalize(crops), self.labels[idx], idx
+            if views is None:
+                yield self.normalize(crops), self.labels[idx], idx
+            else:
+                yield self.normalize(crops), self.labels[idx], idx, views[start:start + bs]

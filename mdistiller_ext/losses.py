@@ -144,6 +144,22 @@ def target_confidence_ratio(
     return RATIO_NORMS[norm](torch.exp(torch.clamp(log_ratio, max=math.log(w_max))))
 
 
+def aekt_terms(
+    z_s: torch.Tensor,
+    z_t: torch.Tensor,
+    target: torch.Tensor,
+    temperature: float,
+    ratio_mode: str = "teacher_over_student",
+    w_max: float = 10.0,
+    ratio_norm: str = "clip",
+    ratio_temperature: float = 0.0,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """AEKT's per-sample parts (w, TCKD, NCKD); ``ratio_temperature`` <= 0 means "use ``temperature``"."""
+    tckd, nckd = decoupled_kd_terms(z_s, z_t, target, temperature)
+    rt = ratio_temperature if ratio_temperature > 0 else temperature
+    return target_confidence_ratio(z_s, z_t, target, rt, ratio_mode, w_max, ratio_norm), tckd, nckd
+
+
 def aekt_loss(
     z_s: torch.Tensor,
     z_t: torch.Tensor,
@@ -156,11 +172,7 @@ def aekt_loss(
     ratio_norm: str = "clip",
     ratio_temperature: float = 0.0,
 ) -> torch.Tensor:
-    """AEKT (project reconstruction): mean of alpha * sg(w) * TCKD + beta * NCKD.
-
-    ``ratio_temperature`` <= 0 means "use ``temperature``". With ratio_mode "none" this is DKD.
-    """
-    tckd, nckd = decoupled_kd_terms(z_s, z_t, target, temperature)
-    rt = ratio_temperature if ratio_temperature > 0 else temperature
-    w = target_confidence_ratio(z_s, z_t, target, rt, ratio_mode, w_max, ratio_norm)
+    """AEKT (project reconstruction): mean of alpha * sg(w) * TCKD + beta * NCKD. With ratio_mode
+    "none" this is DKD."""
+    w, tckd, nckd = aekt_terms(z_s, z_t, target, temperature, ratio_mode, w_max, ratio_norm, ratio_temperature)
     return (alpha * w * tckd + beta * nckd).mean()

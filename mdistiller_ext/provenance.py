@@ -19,7 +19,9 @@ RUNTIME_FILE = "runtime.json"
 NUMBER_NEUTRAL_KEYS = ("EXPERIMENT.NAME", "EXPERIMENT.TAG", "EXPERIMENT.PROJECT", "LOG.PREFIX", "LOG.WANDB",
                        "LOG.SAVE_CHECKPOINT_FREQ", "LOG.TENSORBOARD_FREQ", "DATASET.NUM_WORKERS", "EXT.PROGRESS",
                        "EXT.DATA_ROOT", "EXT.DATA_CACHE", "EXT.DOWNLOAD", "EXT.CKPT_ROOT", "EXT.TEACHER_CKPT",
-                       "EXT.THREADS", "EXT.GRAD_PROBE_EVERY", "EXT.EXPORT_TEACHER", "EXT.EXPORT_TEACHER_EPOCH")
+                       "EXT.THREADS", "EXT.GRAD_PROBE_EVERY", "EXT.EXPORT_TEACHER", "EXT.EXPORT_TEACHER_EPOCH",
+                       # cached logits are the live teacher's for the same view in the same precision (teacher_cache.py)
+                       "EXT.TEACHER_CACHE", "EXT.TEACHER_CACHE_DIR")
 # config keys whose effect the runtime record holds as resolved (EXT.FAST_DATA auto -> the data path used)
 RESOLVED_KEYS = ("EXT.ENGINE", "EXT.DEVICE", "EXT.FAST_DATA", "EXT.AMP", "EXT.CHANNELS_LAST", "EXT.COMPILE")
 # the fields that can change a number (the comparison keeps runs apart when any of them differs)
@@ -55,6 +57,10 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({platform.machine()})"
 
 
+def precision_name(amp: Optional[torch.dtype]) -> str:
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp]
+
+
 def describe(route: str, device: torch.device, amp: Optional[torch.dtype], channels_last: bool, data_path: str,
              zoo: str, world_size: int = 1, compiled: bool = False,
              teacher: Optional[Dict[str, object]] = None) -> Dict[str, object]:
@@ -63,7 +69,7 @@ def describe(route: str, device: torch.device, amp: Optional[torch.dtype], chann
     return {
         "route": route,
         "device": device_name(device),
-        "amp": {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp],
+        "amp": precision_name(amp),
         "channels_last": bool(channels_last),
         "data_path": data_path,
         "zoo": zoo,

@@ -200,7 +200,7 @@ def run(argv: Optional[List[str]] = None) -> float:
         _check_run_dir(log_path, args.overwrite)
 
     from .builders import build_distiller
-    from .data import get_dataset
+    from .data import get_loaders
 
     if cfg.EXT.DETERMINISTIC:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -213,14 +213,16 @@ def run(argv: Optional[List[str]] = None) -> float:
     generator.manual_seed(cfg.EXT.SEED)
 
     method = registry.find(cfg.DISTILLER.TYPE)
+    holdout_loader, data_record = None, {}
     if host_engine and method is not None and method.host_data:
         from mdistiller.dataset import get_dataset as host_get_dataset
 
         train_loader, val_loader, num_data, num_classes = host_get_dataset(cfg)
     else:
-        train_loader, val_loader, num_data, num_classes = get_dataset(
-            cfg, generator, None if host_engine else device, dist_info.rank, dist_info.world_size)
-    distiller, _ = build_distiller(cfg, num_classes, num_data)
+        loaders = get_loaders(cfg, generator, None if host_engine else device, dist_info.rank, dist_info.world_size)
+        train_loader, val_loader, num_data, num_classes = loaders.train, loaders.test, loaders.num_data, loaders.num_classes
+        holdout_loader, data_record = loaders.holdout, loaders.record
+    distiller, _ = build_distiller(cfg, num_classes, num_data, host_classes=host_engine)
     has_teacher = method is None or method.needs_teacher
     teacher = None
     if has_teacher:
@@ -243,6 +245,17 @@ def run(argv: Optional[List[str]] = None) -> float:
             print(summary_line(teacher))
         print(f"run directory: {log_path} | engine: {'mdistiller' if host_engine else 'mdistiller_ext'} | device: {device}"
               + (f" x {dist_info.world_size} processes" if dist_info.enabled else ""))
+    store = None
+    if has_teacher:
+        from . import teacher_cache
+        from .engine.step import autocast_dtype
+        from .provenance import precision_name
+
+        store, note = teacher_cache.for_run(cfg, distiller, train_loader, host_engine, teacher,
+                                            data_record.get("train_split", {}),
+                                            precision_name(autocast_dtype(cfg, device)))
+        if has_teacher and dist_info.is_main:
+            print(note)
     barrier()
 
     try:
@@ -252,7 +265,8 @@ def run(argv: Optional[List[str]] = None) -> float:
             from .engine.trainer import Trainer
 
             trainer = Trainer(name, distiller, train_loader, val_loader, cfg, device, force_resume=args.force_resume,
-                              dist_info=dist_info, teacher_info=teacher)
+                              dist_info=dist_info, teacher_info=teacher, holdout_loader=holdout_loader,
+                              teacher_store=store, data_record=data_record)
             best = trainer.train(resume=args.resume)
     except KeyboardInterrupt:
         raise Interrupted(_interrupted_message(log_path)) from None

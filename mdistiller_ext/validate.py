@@ -39,6 +39,8 @@ RULES: List[Rule] = [
     ("EXT.AMP", one_of(AMP_MODES)),
     ("EXT.CHANNELS_LAST", one_of(SWITCHES)),
     ("EXT.TRAIN_SUBSET", integer_at_least(0, "0: all images")),
+    ("EXT.VAL_SPLIT", integer_at_least(0, "0: no validation split")),
+    ("EXT.TEACHER_CACHE", one_of(SWITCHES)),
     ("EXT.EXPORT_TEACHER_EPOCH", one_of(EXPORT_EPOCHS)),
     ("EXT.THREADS", integer_at_least(0, "0: torch's default")),
     ("EXT.GRAD_PROBE_EVERY", integer_at_least(0, "0: off")),
@@ -61,6 +63,9 @@ def validate(cfg: CfgNode, standalone_engine: bool) -> None:
     if standalone_engine and cfg.SOLVER.TRAINER not in ("base", "align"):
         raise UserError(f"config SOLVER.TRAINER = {cfg.SOLVER.TRAINER!r} needs mdistiller's trainers on CUDA; "
                         "this engine runs base or align")
+    if cfg.EXT.VAL_SPLIT and not standalone_engine:
+        raise UserError("config EXT.VAL_SPLIT needs this project's engine (EXT.ENGINE ext); mdistiller's trainers "
+                        "do not evaluate a validation split")
     if cfg.EXT.GRAD_PROBE_EVERY > 0 and not standalone_engine:
         raise UserError("config EXT.GRAD_PROBE_EVERY needs this project's engine (EXT.ENGINE ext); "
                         "mdistiller's trainers do not run the probe")

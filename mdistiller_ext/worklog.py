@@ -1,6 +1,6 @@
 """The host's worklog.txt format (users and scripts parse it; stay byte-compatible)."""
 import os
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 
 def epoch_block(epoch: int, lr: float, values: Dict[str, float]) -> str:
@@ -36,6 +36,12 @@ class Worklog:
     @property
     def last_epoch(self) -> int:
         return max(self.epochs) if self.epochs else 0
+
+    @property
+    def best_val_epoch(self) -> Optional[int]:
+        """The epoch with the highest validation top-1 (EXT.VAL_SPLIT; the last one reaching it), or None."""
+        scored = [e for e in self.epochs if "val_acc" in self.epochs[e]]
+        return max(scored, key=lambda e: (self.epochs[e]["val_acc"], e)) if scored else None
 
     @property
     def best_epoch(self) -> int:

@@ -98,6 +98,7 @@ BAD_VALUES = {
     "AEKT.RATIO_T": -1.0, "AEKT.SERIAL": "both", "AEKT.SERIAL_DECAY": "half", "EXT.ENGINE": "fast",
     "EXT.DEVICE": "gpu", "EXT.SEED": -1, "EXT.NONFINITE": "ignore", "EXT.TRAIN_SUBSET": -10, "EXT.THREADS": -1, "EXT.EXPORT_TEACHER_EPOCH": "first", "DHKD.HEAD_INIT": "xavier", "EXT.GRAD_PROBE_EVERY": -5,
     "EXT.FAST_DATA": "yes", "EXT.AMP": "fp8", "EXT.CHANNELS_LAST": True,
+    "EXT.VAL_SPLIT": -1, "EXT.TEACHER_CACHE": "yes", "AEKT.SERIAL_LR": 0.0,
 }
 
 

@@ -43,16 +43,18 @@ class StepSetup:
 
 
 def forward_backward(model: nn.Module, image: torch.Tensor, target: torch.Tensor, epoch: int, setup: StepSetup,
-                     probe: Optional[Callable[[Losses], None]] = None) -> Tuple[torch.Tensor, Losses, torch.Tensor]:
+                     probe: Optional[Callable[[Losses], None]] = None,
+                     extra: Optional[Dict[str, object]] = None) -> Tuple[torch.Tensor, Losses, torch.Tensor]:
     """One step's forward and gradients: a plain (or DDP) backward of the summed losses, or the
     gradient-alignment pair of backward passes (under DDP's no_sync, with ``setup.reduce`` averaging
     both gradients over processes). ``probe``, if given, reads the losses before the backward
-    (it must not write gradients). Returns (logits, losses, total loss)."""
+    (it must not write gradients). ``extra`` are further keyword arguments of forward_train (this
+    engine's ``progress`` and cached ``teacher_logits``). Returns (logits, losses, total loss)."""
     scaler = setup.scaler
     sync_off = model.no_sync() if (setup.align and hasattr(model, "no_sync")) else contextlib.nullcontext()
     with sync_off:
         with autocast_context(image.device.type, setup.amp):
-            logits, losses = model(image=image, target=target, epoch=epoch)
+            logits, losses = model(image=image, target=target, epoch=epoch, **(extra or {}))
         if probe is not None:
             probe(losses)
         if setup.align:
@@ -116,11 +118,12 @@ class NonFiniteGuard:
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, image: torch.Tensor, target: torch.Tensor,
                epoch: int, setup: StepSetup, step: int = 0, guard: Optional[NonFiniteGuard] = None,
-               probe: Optional[Callable[[Losses], None]] = None) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+               probe: Optional[Callable[[Losses], None]] = None,
+               extra: Optional[Dict[str, object]] = None) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
     """zero_grad, forward_backward, the guard, the optimizer step. Returns (logits, total loss), or None
     where the guard dropped the step."""
     optimizer.zero_grad(set_to_none=True)
-    logits, losses, total = forward_backward(model, image, target, epoch, setup, probe)
+    logits, losses, total = forward_backward(model, image, target, epoch, setup, probe, extra)
     if guard is not None and guard.observe(step, losses, setup.params, setup.scaler is not None):
         return None
     if setup.scaler is not None:

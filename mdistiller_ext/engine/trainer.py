@@ -25,6 +25,7 @@ from ..checkpoint import load_safe, save_atomic
 from ..config import flat_config, use_channels_last, write_config
 from ..errors import UserError
 from .evaluate import evaluate, topk_correct
+from ..methods.base import hook
 from .step import NonFiniteGuard, StepSetup, autocast_dtype, train_step
 from . import wandb_log
 from .probe import GradProbe
@@ -95,8 +96,11 @@ class NonFiniteError(UserError):
 class Trainer:
     def __init__(self, experiment_name: str, distiller: nn.Module, train_loader, val_loader, cfg: CfgNode,
                  device: torch.device, force_resume: bool = False, dist_info: DistInfo = SINGLE,
-                 teacher_info: Optional[Dict[str, object]] = None) -> None:
+                 teacher_info: Optional[Dict[str, object]] = None, holdout_loader=None,
+                 teacher_store=None, data_record: Optional[Dict[str, object]] = None) -> None:
         self.cfg = cfg
+        self.holdout_loader = holdout_loader
+        self.data_record = data_record or {}
         self.dist = dist_info
         self.teacher_info = teacher_info
         self.channels_last = use_channels_last(cfg, device)
@@ -126,8 +130,14 @@ class Trainer:
             self.distiller, align=cfg.SOLVER.TRAINER == "align", amp=self.amp,
             scaler=torch.amp.GradScaler(device.type) if self.amp == torch.float16 else None,
             reduce=all_reduce_mean_ if dist_info.enabled else None)
-        self.optimizer = torch.optim.SGD(self.setup.params, lr=cfg.SOLVER.LR, momentum=cfg.SOLVER.MOMENTUM,
-                                         weight_decay=cfg.SOLVER.WEIGHT_DECAY)
+        self.optimizer = torch.optim.SGD(hook(self.distiller, "param_groups")(), lr=cfg.SOLVER.LR,
+                                         momentum=cfg.SOLVER.MOMENTUM, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
+        self.cached = None
+        if teacher_store is not None:
+            from ..teacher_cache import CachedTeacher
+
+            self.cached = CachedTeacher(self.distiller.teacher, teacher_store, self.amp)
+            train_loader.with_views = True
         self.guard = NonFiniteGuard(cfg.EXT.NONFINITE, device)
         self.best_acc = -1.0
         self.writer = None
@@ -137,10 +147,15 @@ class Trainer:
     def runtime(self) -> Dict[str, object]:
         """What this run's ``auto`` settings resolved to (recorded in runtime.json and the worklog)."""
         fast = hasattr(self.train_loader, "set_epoch")
-        return provenance.describe("mdistiller_ext engine", self.device, self.amp, self.channels_last,
+        info = provenance.describe("mdistiller_ext engine", self.device, self.amp, self.channels_last,
                                    "device-resident (fast)" if fast else "DataLoader (PIL transforms)",
                                    "host (mdistiller)" if host.HAS_MDISTILLER else "standalone",
                                    self.dist.world_size, bool(self.cfg.EXT.COMPILE), self.teacher_info)
+        if self.teacher_info is not None:
+            info["teacher_logits"] = f"cache {self.cached.store.id}" if self.cached is not None else "live"
+        if "val_split" in self.data_record:
+            info["val_split"] = self.data_record["val_split"]
+        return info
 
     # ----- run -----
     def train(self, resume: bool = False) -> float:
@@ -175,6 +190,8 @@ class Trainer:
                     record_cost(epoch)
                 epoch += 1
         finally:
+            if self.cached is not None and main:
+                self.cached.finish()
             if self.writer is not None:
                 self.writer.close()
             if self.wandb:
@@ -198,13 +215,19 @@ class Trainer:
             sampler.set_epoch(epoch)  # DistributedSampler: its seed is EXT.SEED, its epoch this one
         lr = learning_rate(epoch, self.cfg)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_mult", 1.0)
         started = time.time()
         train_loss, train_acc = self._train_loop(epoch)
         test = self.validate(epoch)
         values = OrderedDict(train_acc=train_acc, train_loss=train_loss, test_acc=test["test_acc"],
                              test_acc_top5=test["test_acc_top5"], test_loss=test["test_loss"])
         values.update((k, v) for k, v in test.items() if k not in values)
+        if self.holdout_loader is not None:  # the EXT.VAL_SPLIT images: val_acc, val_acc_top5, val_loss, ...
+            held = self.validate(epoch, self.holdout_loader, "val")
+            values.update(("val" + k[len("test"):], v) for k, v in held.items())
+        values.update(hook(self.distiller, "take_diagnostics")())
+        if self.cached is not None:
+            values.update(self.cached.take_counts())
         if self.guard.skipped:
             values["nonfinite_skipped"] = float(self.guard.skipped)
         probed = self.probe.take_epoch() if self.probe is not None else None
@@ -236,7 +259,8 @@ class Trainer:
         eta = left * sum(self._epoch_seconds) / len(self._epoch_seconds)
         print(f"epoch {epoch}/{self.cfg.SOLVER.EPOCHS} | lr {lr:g} | train loss {values['train_loss']:.4f} "
               f"top-1 {values['train_acc']:.2f} | test top-1 {values['test_acc']:.2f} (best {self.best_acc:.2f}) | "
-              f"{_duration(seconds)} | eta {_duration(eta)}", flush=True)
+              + (f"val top-1 {values['val_acc']:.2f} | " if "val_acc" in values else "")
+              + f"{_duration(seconds)} | eta {_duration(eta)}", flush=True)
 
     def _prepare(self, batch) -> Tuple[torch.Tensor, torch.Tensor]:
         image = batch[0].to(self.device, non_blocking=True).float()
@@ -255,10 +279,15 @@ class Trainer:
         bar = tqdm(total=len(self.train_loader), desc=f"epoch {epoch}", disable=None if show else True,
                    dynamic_ncols=True, leave=False)
         refreshed = time.monotonic()
+        steps = len(self.train_loader)
         for step, batch in enumerate(self.train_loader):
             image, target = self._prepare(batch)
+            # epochs completed after this step: the per-step warm-up of a fractional DKD/AEKT.WARMUP
+            extra: Dict[str, object] = {"progress": epoch - 1 + (step + 1) / steps}
+            if self.cached is not None:
+                extra["teacher_logits"] = self.cached.logits(image, self.train_loader.origin[batch[2].cpu()], batch[3])
             probe = functools.partial(self.probe.measure, step) if self.probe is not None and self.probe.due(step) else None
-            done = train_step(self.model, self.optimizer, image, target, epoch, self.setup, step, self.guard, probe)
+            done = train_step(self.model, self.optimizer, image, target, epoch, self.setup, step, self.guard, probe, extra)
             bar.update()
             if done is None:
                 continue
@@ -288,12 +317,13 @@ class Trainer:
         raise NonFiniteError(f"non-finite {'/'.join(culprits)} at epoch {epoch}, step {step}; {kept}; "
                              "lower SOLVER.LR or check the data, or set EXT.NONFINITE skip to drop such batches")
 
-    def validate(self, epoch: int = 0) -> Dict[str, float]:
+    def validate(self, epoch: int = 0, loader=None, name: str = "test") -> Dict[str, float]:
+        loader = self.val_loader if loader is None else loader
         show = self.cfg.EXT.PROGRESS and self.dist.is_main
-        bar = tqdm(total=len(self.val_loader), desc=f"test {epoch}", disable=None if show else True,
+        bar = tqdm(total=len(loader), desc=f"{name} {epoch}", disable=None if show else True,
                    dynamic_ncols=True, leave=False)
         try:
-            return evaluate(self.distiller, self.val_loader, self._prepare, self.amp, progress=bar.update)
+            return evaluate(self.distiller, loader, self._prepare, self.amp, progress=bar.update)
         finally:
             bar.close()
 

@@ -12,7 +12,8 @@ from .. import losses
 from ..heads import SerializationLayer, SerializedStudent, classifier_of
 from ..registry import register_method
 from ..rules import NON_NEGATIVE, POSITIVE, one_of
-from .base import Distiller, Output, teacher_logits, warmup_factor
+from ..errors import UserError
+from .base import Distiller, Output, fractional_warmup_on_host, step_warmup, teacher_logits
 from .dkd import BETA
 
 
@@ -29,6 +30,7 @@ def node() -> CN:
     n.RATIO_T = 0.0            # temperature of the ratio; <= 0 means AEKT.T
     n.SERIAL = "cls_then_kd"   # none | cls_then_kd | kd_then_cls
     n.SERIAL_DECAY = "identity"  # identity: weight decay pulls W to I; zero: pulls W to 0
+    n.SERIAL_LR = 1.0          # the serialization layer's learning rate, as a multiple of the schedule's
     return n
 
 
@@ -70,7 +72,18 @@ RULES = (
     ("AEKT.RATIO_T", (NON_NEGATIVE[0], "a number >= 0 (0: use AEKT.T)")),
     ("AEKT.SERIAL", one_of(SERIAL_MODES)),
     ("AEKT.SERIAL_DECAY", one_of(SERIAL_DECAY)),
+    ("AEKT.SERIAL_LR", POSITIVE),
 )
+
+
+def check_config(cfg: CN, standalone_engine: bool) -> None:
+    c = cfg.AEKT
+    if standalone_engine:
+        return
+    if c.SERIAL_LR != 1.0:
+        raise UserError(f"config AEKT.SERIAL_LR = {c.SERIAL_LR} needs this project's engine (EXT.ENGINE ext): "
+                        "mdistiller's trainers build one learning rate for every parameter")
+    fractional_warmup_on_host("AEKT.WARMUP", c.WARMUP)
 
 
 def recipe(dataset: str, pair_name: str, pair) -> dict:
@@ -95,8 +108,11 @@ ABLATIONS = {name: {"AEKT": patch} for name, patch in {
 
 
 @register_method("AEKT", summary="Adaptive Explicit KT: confidence-weighted TCKD + NCKD, serialization layer",
-                 node=node, rules=RULES, recipe=recipe, ablations=ABLATIONS, ablation_pair="res32x4_res8x4")
+                 node=node, rules=RULES, recipe=recipe, ablations=ABLATIONS, ablation_pair="res32x4_res8x4",
+                 check_config=check_config)
 class AEKT(Distiller):
+    TEACHER_LOGITS_ONLY = True
+
     def __init__(self, student: nn.Module, teacher: nn.Module, cfg: CN) -> None:
         c = cfg.AEKT
         num_classes = classifier_of(student).out_features
@@ -110,6 +126,8 @@ class AEKT(Distiller):
         self.serial_mode = c.SERIAL
         self.serial = serial if c.SERIAL == "cls_then_kd" else None
         self.num_classes = num_classes
+        # per-epoch sums on the device, read once an epoch: w (sum, max), explicit and implicit terms, samples
+        self._sums = torch.zeros(5)
 
     def serialization_layer(self):
         if self.serial_mode == "kd_then_cls":
@@ -120,6 +138,14 @@ class AEKT(Distiller):
         extra = list(self.serial.parameters()) if self.serial is not None else []
         return super().get_learnable_parameters() + extra
 
+    def param_groups(self) -> List[Dict]:
+        layer = self.serialization_layer()
+        if layer is None or self.c.SERIAL_LR == 1.0:
+            return super().param_groups()
+        own = {id(p) for p in layer.parameters()}
+        rest = [p for p in self.get_learnable_parameters() if id(p) not in own]
+        return [{"params": rest, "lr_mult": 1.0}, {"params": list(layer.parameters()), "lr_mult": float(self.c.SERIAL_LR)}]
+
     def get_extra_parameters(self) -> int:
         # in kd_then_cls the layer is part of the deployed student, not an extra
         return 0 if self.serial is None else sum(p.numel() for p in self.serial.parameters())
@@ -129,13 +155,41 @@ class AEKT(Distiller):
 
     def forward_train(self, image: torch.Tensor, target: torch.Tensor, **kwargs) -> Output:
         z_cls, z_kd = self._heads(image)
-        z_t = teacher_logits(self.teacher, image)
+        z_t = teacher_logits(self.teacher, image, kwargs)
         c = self.c
-        kd = losses.aekt_loss(z_kd, z_t, target, c.ALPHA, c.BETA, c.T, c.RATIO_MODE, c.W_MAX, c.RATIO_NORM, c.RATIO_T)
+        w, tckd, nckd = losses.aekt_terms(z_kd, z_t, target, c.T, c.RATIO_MODE, c.W_MAX, c.RATIO_NORM, c.RATIO_T)
+        explicit, implicit = (c.ALPHA * w * tckd).mean(), (c.BETA * nckd).mean()
+        if self.training:
+            self._observe(w, explicit, implicit)
         return z_cls, {
             "loss_ce": c.CE_WEIGHT * F.cross_entropy(z_cls, target),
-            "loss_kd": warmup_factor(kwargs.get("epoch", 1), c.WARMUP) * kd,
+            "loss_kd": step_warmup(kwargs, c.WARMUP) * (explicit + implicit),
         }
+
+    def _observe(self, w: torch.Tensor, explicit: torch.Tensor, implicit: torch.Tensor) -> None:
+        n = w.shape[0]
+        if self._sums.device != w.device:
+            self._sums = self._sums.to(w.device)
+        step = torch.stack([w.sum(), w.max(), explicit.detach() * n, implicit.detach() * n, w.new_tensor(float(n))])
+        self._sums = torch.cat([self._sums[:1] + step[:1], torch.maximum(self._sums[1:2], step[1:2]),
+                                self._sums[2:] + step[2:]])
+
+    def take_diagnostics(self) -> Dict[str, float]:
+        """The epoch's mean and max of w, its mean explicit (alpha * w * TCKD) and implicit (beta * NCKD)
+        terms before the warm-up factor, and the serialization layer's distance from the identity
+        (||W - I||_F) and smallest singular value."""
+        s = self._sums.tolist()
+        self._sums = torch.zeros_like(self._sums)
+        if s[4] == 0:
+            return {}
+        out = {"aekt_w_mean": s[0] / s[4], "aekt_w_max": s[1], "aekt_explicit": s[2] / s[4], "aekt_implicit": s[3] / s[4]}
+        layer = self.serialization_layer()
+        if layer is not None:
+            with torch.no_grad():
+                m = layer.matrix().detach().double().cpu()
+                out["aekt_serial_dist"] = float(torch.linalg.matrix_norm(m - torch.eye(m.shape[0], dtype=m.dtype)))
+                out["aekt_serial_smin"] = float(torch.linalg.svdvals(m).min())
+        return out
 
     def forward_test_heads(self, image: torch.Tensor) -> Dict[str, torch.Tensor]:
         z_cls, z_kd = self._heads(image)

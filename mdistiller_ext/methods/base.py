@@ -5,7 +5,7 @@ Distillers that are not ours (mdistiller's KD, CRD, Vanilla, ...) get the same d
 ``hook(distiller, name)``, so the engine never probes for attributes.
 """
 import functools
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -15,12 +15,42 @@ from .. import host
 Output = Tuple[torch.Tensor, Dict[str, torch.Tensor]]
 
 
-def warmup_factor(epoch: int, warmup: float) -> float:
-    """min(epoch / warmup, 1); no warm-up when warmup <= 0."""
-    return 1.0 if warmup <= 0 else min(float(epoch) / float(warmup), 1.0)
+def warmup_factor(epoch: int, warmup: float, progress: Optional[float] = None) -> float:
+    """The distillation weight's linear warm-up over ``warmup`` epochs (none when warmup <= 0).
+
+    A whole number of epochs is the host's per-epoch rule, min(epoch / warmup, 1) with the 1-based
+    epoch, so the shipped recipes (20 of 240) train exactly as mdistiller's DKD. A fractional one
+    (a short schedule scaling the recipe, 20/240 of 15 epochs = 1.25) ramps per step:
+    min(progress / warmup, 1), ``progress`` being the epochs completed after this step (the engine
+    passes it); the per-epoch rule is its value at each epoch's end.
+    """
+    if warmup <= 0:
+        return 1.0
+    if progress is None or float(warmup).is_integer():
+        return min(float(epoch) / float(warmup), 1.0)
+    return min(float(progress) / float(warmup), 1.0)
 
 
-def teacher_logits(teacher: nn.Module, image: torch.Tensor) -> torch.Tensor:
+def fractional_warmup_on_host(key: str, warmup: float) -> None:
+    """mdistiller's trainers pass the integer epoch only: a per-step (fractional) warm-up cannot run there."""
+    from ..errors import UserError
+
+    if warmup > 0 and not float(warmup).is_integer():
+        raise UserError(f"config {key} = {warmup} (a fractional warm-up, ramped per step) needs this project's engine "
+                        "(EXT.ENGINE ext); mdistiller's trainers ramp per epoch: use a whole number of epochs")
+
+
+def step_warmup(kwargs: Dict, warmup: float) -> float:
+    """``warmup_factor`` from forward_train's keyword arguments (epoch, and progress where given)."""
+    return warmup_factor(kwargs.get("epoch", 1), warmup, kwargs.get("progress"))
+
+
+def teacher_logits(teacher: nn.Module, image: torch.Tensor, kwargs: Optional[Dict] = None) -> torch.Tensor:
+    """The teacher's logits for ``image``: those the engine passed as ``teacher_logits`` (the
+    teacher-logit cache) where given, else the teacher's forward pass."""
+    given = (kwargs or {}).get("teacher_logits")
+    if given is not None:
+        return given
     # inference_mode skips autograd bookkeeping; the clone makes the result usable in the losses' graph
     with torch.inference_mode():
         logits = teacher(image)[0]
@@ -50,6 +80,9 @@ class Distiller(host.Distiller):
     # the entries of forward_train's dict that form the distillation side (gradient alignment and the
     # gradient-conflict probe split the losses by this; every other entry is the task side)
     DISTILL_LOSSES: Tuple[str, ...] = ("loss_kd",)
+    # True where forward_train reads the teacher only through teacher_logits(teacher, image, kwargs):
+    # then the engine may pass cached logits instead of running the teacher (EXT.TEACHER_CACHE)
+    TEACHER_LOGITS_ONLY: bool = False
 
     def forward_test_heads(self, image: torch.Tensor) -> Dict[str, torch.Tensor]:
         """Every head's test-time logits, "main" (the deployed one) first; logged as test_acc_<head>."""
@@ -63,8 +96,16 @@ class Distiller(host.Distiller):
         """Training-only parameters the method adds beside the student (printed at the start)."""
         return 0
 
+    def param_groups(self) -> List[Dict]:
+        """The optimizer's parameter groups; a group's ``lr_mult`` scales the schedule's learning rate."""
+        return [{"params": list(self.get_learnable_parameters()), "lr_mult": 1.0}]
 
-HOOKS = ("forward_test_heads", "split_losses", "get_extra_parameters")
+    def take_diagnostics(self) -> Dict[str, float]:
+        """Per-epoch diagnostics gathered during training (worklog and tensorboard), then reset."""
+        return {}
+
+
+HOOKS = ("forward_test_heads", "split_losses", "get_extra_parameters", "param_groups", "take_diagnostics")
 
 
 def hook(distiller: nn.Module, name: str) -> Callable:

@@ -82,6 +82,7 @@ class DHKD(Distiller):
     so ``student.state_dict()`` stays the plain student's and test time uses the main head.
     DHKD.HEAD none puts the logit-level loss on the main head (the paper's collapse ablation).
     """
+    TEACHER_LOGITS_ONLY = True
 
     def __init__(self, student: nn.Module, teacher: nn.Module, cfg: CN) -> None:
         super().__init__(student, teacher)
@@ -103,7 +104,7 @@ class DHKD(Distiller):
 
     def forward_train(self, image: torch.Tensor, target: torch.Tensor, **kwargs) -> Output:
         logits, feats = self.student(image)
-        z_t = teacher_logits(self.teacher, image)
+        z_t = teacher_logits(self.teacher, image, kwargs)
         z_aux = logits if self.aux_head is None else self.aux_head(feats["pooled_feat"])
         epoch = kwargs.get("epoch", 1)
         alpha = 0.0 if (self.c.KD_OFF_EPOCH > 0 and epoch >= self.c.KD_OFF_EPOCH) else self.c.ALPHA

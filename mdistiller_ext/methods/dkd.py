@@ -10,7 +10,7 @@ from yacs.config import CfgNode
 from .. import losses
 from ..registry import register_method
 from ..rules import NON_NEGATIVE, POSITIVE
-from .base import Distiller, Output, teacher_logits, warmup_factor
+from .base import Distiller, Output, fractional_warmup_on_host, step_warmup, teacher_logits
 
 # DKD's per-pair beta (mdistiller's configs); AEKT uses the same values. CIFAR-10 pairs take the
 # CIFAR-100 value of the same teacher family (a choice, not a published setting).
@@ -30,19 +30,26 @@ def recipe(dataset: str, pair_name: str, pair) -> dict:
                     "WARMUP": 1 if imagenet else 20}}
 
 
-@register_method("DKD", summary="Decoupled KD (mdistiller's)", recipe=recipe, host_provides=True, rules=(
+def check_config(cfg: CfgNode, standalone_engine: bool) -> None:
+    if not standalone_engine:
+        fractional_warmup_on_host("DKD.WARMUP", cfg.DKD.WARMUP)
+
+
+@register_method("DKD", summary="Decoupled KD (mdistiller's)", recipe=recipe, host_provides=True, check_config=check_config, rules=(
     ("DKD.T", POSITIVE), ("DKD.ALPHA", NON_NEGATIVE), ("DKD.BETA", NON_NEGATIVE), ("DKD.CE_WEIGHT", NON_NEGATIVE),
     ("DKD.WARMUP", NON_NEGATIVE)))
 class DKD(Distiller):
+    TEACHER_LOGITS_ONLY = True
+
     def __init__(self, student: nn.Module, teacher: nn.Module, cfg: CfgNode) -> None:
         super().__init__(student, teacher)
         self.c = cfg.DKD
 
     def forward_train(self, image: torch.Tensor, target: torch.Tensor, **kwargs) -> Output:
         logits, _ = self.student(image)
-        z_t = teacher_logits(self.teacher, image)
+        z_t = teacher_logits(self.teacher, image, kwargs)
         kd = losses.dkd_loss(logits, z_t, target, self.c.ALPHA, self.c.BETA, self.c.T)
         return logits, {
             "loss_ce": self.c.CE_WEIGHT * F.cross_entropy(logits, target),
-            "loss_kd": warmup_factor(kwargs.get("epoch", 1), self.c.WARMUP) * kd,
+            "loss_kd": step_warmup(kwargs, self.c.WARMUP) * kd,
         }

@@ -20,6 +20,8 @@ def recipe(dataset: str, pair_name: str, pair) -> dict:
 @register_method("KD", summary="Hinton KD (mdistiller's)", recipe=recipe, host_provides=True, rules=(
     ("KD.TEMPERATURE", POSITIVE), ("KD.LOSS.CE_WEIGHT", NON_NEGATIVE), ("KD.LOSS.KD_WEIGHT", NON_NEGATIVE)))
 class KD(Distiller):
+    TEACHER_LOGITS_ONLY = True
+
     def __init__(self, student: nn.Module, teacher: nn.Module, cfg: CfgNode) -> None:
         super().__init__(student, teacher)
         self.temperature = cfg.KD.TEMPERATURE
@@ -28,7 +30,7 @@ class KD(Distiller):
 
     def forward_train(self, image: torch.Tensor, target: torch.Tensor, **kwargs) -> Output:
         logits, _ = self.student(image)
-        z_t = teacher_logits(self.teacher, image)
+        z_t = teacher_logits(self.teacher, image, kwargs)
         return logits, {
             "loss_ce": self.ce_weight * F.cross_entropy(logits, target),
             "loss_kd": self.kd_weight * losses.kd_loss(logits, z_t, self.temperature),
