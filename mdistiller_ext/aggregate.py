@@ -382,17 +382,22 @@ def plot_bars(rows: Sequence[Row], path: str) -> str:
     return path
 
 
+def probe_rows(run_dir: str) -> List[Dict[str, str]]:
+    """The probe's measurements of one run (grad_probe.csv rows: epoch, step, global_step, cos, norm_ratio)."""
+    path = os.path.join(run_dir, "grad_probe.csv")
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
 def probe_epochs(run_dir: str) -> Dict[int, List[float]]:
     """epoch -> the probe's cosine measurements of one run (grad_probe.csv), NaNs dropped."""
-    path = os.path.join(run_dir, "grad_probe.csv")
     out: Dict[int, List[float]] = {}
-    if not os.path.isfile(path):
-        return out
-    with open(path) as f:
-        for row in csv.DictReader(f):
-            cos = float(row["cos"])
-            if cos == cos:
-                out.setdefault(int(row["epoch"]), []).append(cos)
+    for row in probe_rows(run_dir):
+        cos = float(row["cos"])
+        if cos == cos:
+            out.setdefault(int(row["epoch"]), []).append(cos)
     return out
 
 

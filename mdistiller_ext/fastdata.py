@@ -13,7 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .teacher_cache import view_ids
+GRID = 9  # crop offsets (top, left) in 0..8 each with padding 4
+VIEWS = GRID * GRID * 2  # mirrored or not: the 162 distinct views of an image
 
 
 def random_crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, pad: int = 4) -> torch.Tensor:
@@ -27,6 +28,18 @@ def random_crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.T
     batch = torch.arange(b, device=images.device)[:, None, None]
     out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
     return out.permute(0, 3, 1, 2)
+
+
+def view_ids(offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """The view index in [0, 162) of crop offsets (top, left) and a flip flag."""
+    return (offsets[:, 0].long() * GRID + offsets[:, 1].long()) * 2 + flips.long()
+
+
+def view_params(views: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Inverse of ``view_ids``: (offsets (B, 2), flips (B,))."""
+    views = views.long()
+    cell, flips = views // 2, views % 2
+    return torch.stack([cell // GRID, cell % GRID], dim=1), flips.bool()
 
 
 class DeviceCifarLoader:

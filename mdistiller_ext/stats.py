@@ -1,12 +1,8 @@
 """Seed statistics for reports: mean and sample std, and the two-sample comparison the study and the
-parity benchmark use (Welch's t-test with Student's t critical values). Pure Python: no scipy."""
+parity benchmark use (Welch's t-test with exact Student's t quantiles for fractional degrees of
+freedom). Pure Python, no scipy, so a report is the same on every machine (tested against scipy)."""
 import math
 from typing import Optional, Sequence, Tuple
-
-# Student's t, two-sided 95% critical values by degrees of freedom (standard tables); a df between
-# entries uses the entry below it, which is the more demanding bar.
-T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
-         10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
 
 
 def mean_std(values: Sequence[float]) -> Tuple[float, float]:
@@ -17,10 +13,68 @@ def mean_std(values: Sequence[float]) -> Tuple[float, float]:
     return mean, std
 
 
-def t_critical(df: float) -> float:
-    """t(0.975, df) from the table, rounding df down (at least 1)."""
-    below = [k for k in T_975 if k <= df]
-    return T_975[max(below)] if below else T_975[1]
+def _beta_fraction(a: float, b: float, x: float) -> float:
+    """The continued fraction of the regularized incomplete beta function (modified Lentz), for
+    x < (a + 1) / (a + b + 2), where it converges quickly."""
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 10000):
+        for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                    -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-16:
+            break
+    return h
+
+
+def incomplete_beta(a: float, b: float, x: float) -> float:
+    """I_x(a, b), the regularized incomplete beta function."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    if x < (a + 1.0) / (a + b + 2.0):
+        return math.exp(log_front) * _beta_fraction(a, b, x) / a
+    return 1.0 - math.exp(log_front) * _beta_fraction(b, a, 1.0 - x) / b
+
+
+def t_cdf(t: float, df: float) -> float:
+    """P(T <= t) for Student's t with ``df`` (any positive real) degrees of freedom."""
+    tail = 0.5 * incomplete_beta(df / 2.0, 0.5, df / (df + t * t))
+    return 1.0 - tail if t > 0 else tail
+
+
+def t_critical(df: float, p: float = 0.975) -> float:
+    """The p-quantile of Student's t with ``df`` degrees of freedom (p >= 0.5), exact for fractional df
+    (bisection on the distribution function to double precision)."""
+    if not 0.5 <= p < 1.0 or df <= 0:
+        raise ValueError(f"t_critical needs 0.5 <= p < 1 and df > 0, got p={p}, df={df}")
+    lo, hi = 0.0, 1.0
+    while t_cdf(hi, df) < p:
+        lo, hi = hi, 2.0 * hi
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if t_cdf(mid, df) < p:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo <= 1e-13 * hi:
+            break
+    return 0.5 * (lo + hi)
+
+
+def two_sided_p(d: float, se: float, df: float) -> float:
+    """The two-sided p-value of a difference ``d`` with standard error ``se`` on ``df`` degrees of freedom."""
+    if se == 0:
+        return 0.0 if d != 0 else 1.0
+    return 2.0 * (1.0 - t_cdf(abs(d) / se, df))
 
 
 def welch(a: Sequence[float], b: Sequence[float]) -> Optional[Tuple[float, float, float]]:

@@ -29,30 +29,17 @@ import os
 import shutil
 import time
 from contextlib import contextmanager
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from .errors import UserError
+from .fastdata import VIEWS, random_crop_flip, view_params
 
-GRID, PAD = 9, 4
-VIEWS = GRID * GRID * 2  # crop offsets (top, left) in 0..8 each, mirrored or not
 FORMAT = 1
 _MASK = 0xFFFFFFFF
-
-
-def view_ids(offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
-    """The view index in [0, 162) of crop offsets (top, left) and a flip flag."""
-    return (offsets[:, 0].long() * GRID + offsets[:, 1].long()) * 2 + flips.long()
-
-
-def view_params(views: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Inverse of ``view_ids``: (offsets (B, 2), flips (B,))."""
-    views = views.long()
-    cell, flips = views // 2, views % 2
-    return torch.stack([cell // GRID, cell % GRID], dim=1), flips.bool()
 
 
 def checksum(values: torch.Tensor, rows: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
@@ -105,6 +92,15 @@ class LogitStore:
             self.check[split] = self._map(f"{split}.check", np.int32, shape[:-1])
         self.written = 0
         self.rejected = 0  # entries whose checksum did not match (half-written, torn or altered): computed again
+        self.mirror: Optional[Dict[str, torch.Tensor]] = None  # the train entries in device memory (mirror_to)
+
+    def train_bytes(self) -> int:
+        return self.logits["train"].numel() * 4 + self.check["train"].numel() * 4
+
+    def mirror_to(self, device: torch.device) -> None:
+        """Keep a copy of the train entries on ``device``: lookups gather there, writes go to both. Entries
+        another process writes later are not seen (they are computed again and rewritten, equal)."""
+        self.mirror = {"logits": self.logits["train"].to(device), "check": self.check["train"].to(device)}
 
     def _map(self, name: str, dtype, shape) -> torch.Tensor:
         file = os.path.join(self.path, name)
@@ -178,10 +174,17 @@ class LogitStore:
         return (rows,) if split == "test" else (rows, views)
 
     def lookup(self, split: str, rows: torch.Tensor, views: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(logits (B, C), hit (B,)) for full-split ``rows`` (and ``views`` for train); a miss's row is garbage."""
-        idx = self._index(split, rows, views)
-        stored = self.check[split][idx]
-        values = self.logits[split][idx]
+        """(logits (B, C), hit (B,)) for full-split ``rows`` (and ``views`` for train); a miss's row is garbage.
+        On the mirror's device where there is one (then ``rows`` and ``views`` may live there too)."""
+        if split == "train" and self.mirror is not None:
+            device = self.mirror["logits"].device
+            rows, views = rows.to(device), views.to(device)
+            stored, values = self.mirror["check"][rows, views], self.mirror["logits"][rows, views]
+        else:
+            rows, views = rows.cpu(), views.cpu() if views is not None else None
+            idx = self._index(split, rows, views)
+            stored = self.check[split][idx]
+            values = self.logits[split][idx]
         hit = stored != 0
         if bool(hit.any()):
             ok = checksum(values, rows, views if views is not None else torch.zeros_like(rows)) == stored
@@ -194,11 +197,16 @@ class LogitStore:
         if rows.numel() == 0:
             return
         values = values.detach().float().cpu().contiguous()
+        rows, views = rows.cpu(), views.cpu() if views is not None else None
         idx = self._index(split, rows, views)
         sums = checksum(values, rows, views if views is not None else torch.zeros_like(rows))
         with self.locked():
             self.logits[split][idx] = values
             self.check[split][idx] = sums
+        if split == "train" and self.mirror is not None:
+            device = self.mirror["logits"].device
+            self.mirror["logits"][rows.to(device), views.to(device)] = values.to(device)
+            self.mirror["check"][rows.to(device), views.to(device)] = sums.to(device)
         self.written += int(rows.numel())
 
     def filled(self, split: str = "train") -> float:
@@ -231,26 +239,46 @@ class CachedTeacher:
         self.hits = self.misses = 0          # this epoch
         self.total_hits = self.total_misses = 0
         self.cpu_s = self.wall_s = 0.0
+        self._pinned: Optional[torch.Tensor] = None
+        self._copied = None
 
     def _forward(self, images: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode(), torch.autocast(images.device.type, dtype=self.amp, enabled=self.amp is not None):
             return self.teacher(images)[0].float()
 
-    def logits(self, images: torch.Tensor, rows: torch.Tensor, views: torch.Tensor, split: str = "train") -> torch.Tensor:
-        rows_cpu, views_cpu = rows.cpu(), views.cpu()
-        values, hit = self.store.lookup(split, rows_cpu, views_cpu if split == "train" else None)
+    def logits(self, images: torch.Tensor, rows: torch.Tensor, views: Optional[torch.Tensor], split: str = "train") -> torch.Tensor:
+        """Logits (B, C) on the images' device for full-split ``rows`` seen in ``views`` (None: the test split)."""
+        values, hit = self.store.lookup(split, rows, views)
         miss = (~hit).nonzero().squeeze(1)
-        n_miss = int(miss.numel())
+        n_miss = int(miss.numel())  # one synchronisation a step on a GPU: the miss count decides the work
         self.hits += int(hit.numel()) - n_miss
         self.misses += n_miss
-        out = values.to(images.device, non_blocking=True)
+        out = self._to_device(values, images.device)
         if n_miss:
             wall, cpu = time.perf_counter(), time.process_time()
             computed = self._forward(images[miss.to(images.device)])
-            self.store.store(split, rows_cpu[miss], views_cpu[miss] if split == "train" else None, computed)
+            miss_cpu = miss.cpu()
+            self.store.store(split, rows.cpu()[miss_cpu], views.cpu()[miss_cpu] if views is not None else None, computed)
             self.wall_s += time.perf_counter() - wall
             self.cpu_s += time.process_time() - cpu
             out[miss.to(images.device)] = computed.to(out.dtype)
+        return out
+
+    def _to_device(self, values: torch.Tensor, device: torch.device) -> torch.Tensor:
+        if values.device == device:
+            return values
+        if device.type != "cuda":
+            return values.to(device)
+        # gathered on the CPU: through a reused pinned buffer, so the copy is asynchronous
+        if self._copied is not None:
+            self._copied.synchronize()  # the previous step's copy has read the buffer
+        if self._pinned is None or self._pinned.shape[0] < values.shape[0] or self._pinned.shape[1:] != values.shape[1:]:
+            self._pinned = torch.empty(values.shape, dtype=values.dtype).pin_memory()
+        buf = self._pinned[:values.shape[0]]
+        buf.copy_(values)
+        out = buf.to(device, non_blocking=True)
+        self._copied = torch.cuda.Event()
+        self._copied.record()
         return out
 
     def hit_rate(self) -> float:
@@ -269,6 +297,40 @@ class CachedTeacher:
         self.store.add_fill_cost(self.store.written, self.cpu_s, self.wall_s)
         self.store.written = 0
         self.cpu_s = self.wall_s = 0.0
+
+
+def build(cached: CachedTeacher, train, test, batch: int = 512, progress: Optional[Callable[[int], None]] = None) -> None:
+    """Fill every entry still missing: each of the 162 views of every training image, and the test split
+    (unaugmented). ``train``/``test`` are DeviceCifarLoaders of the full splits (their images and
+    normalisation). Resumable and safe to kill: filled entries are skipped, and an entry counts only
+    once fully written."""
+    n = len(train.labels)
+    for view in range(VIEWS):
+        offsets, flips = view_params(torch.tensor([view]))
+        for start in range(0, n, batch):
+            rows = torch.arange(start, min(n, start + batch))
+            crops = random_crop_flip(train.images[rows.to(train.device)], offsets.expand(len(rows), 2).to(train.device),
+                                     flips.expand(len(rows)).to(train.device))
+            cached.logits(train.normalize(crops), rows, torch.full_like(rows, view))
+            if progress is not None:
+                progress(len(rows))
+    for start in range(0, len(test.labels), batch):
+        rows = torch.arange(start, min(len(test.labels), start + batch))
+        cached.logits(test.normalize(test.images[rows.to(test.device)]), rows, None, split="test")
+        if progress is not None:
+            progress(len(rows))
+
+
+def place(store: LogitStore, device: torch.device, share: float = 0.5) -> str:
+    """On a GPU, keep the train entries in device memory when they take at most ``share`` of what is
+    free; else (and on the CPU) lookups gather from the memory-mapped file. Returns where they are."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        if store.train_bytes() <= share * free:
+            store.mirror_to(device)
+            return "device memory"
+        return "host memory, pinned copies"
+    return "memory-mapped file"
 
 
 def default_dir(cfg) -> str:

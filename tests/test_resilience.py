@@ -78,7 +78,11 @@ def test_kill_9_mid_epoch_then_resume_is_bitwise_identical(work):
     b = torch.load(work / "out/cifar10_dhkd/killed/student_latest", weights_only=True)["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     la, lb = worklog.read(str(work / "out/cifar10_dhkd/straight/worklog.txt")), worklog.read(str(log))
-    assert la.epochs == lb.epochs and la.best_acc == lb.best_acc and list(lb.epochs) == [1, 2, 3]
+
+    def numbers(log):  # the teacher cache's hit rate depends on what ran before (here: the straight run)
+        return {e: {k: v for k, v in vals.items() if k != "teacher_cache_hit"} for e, vals in log.epochs.items()}
+
+    assert numbers(la) == numbers(lb) and la.best_acc == lb.best_acc and list(lb.epochs) == [1, 2, 3]
     # the killed segment's cost was recorded as its epoch finished, the resumed one's after it
     cost = json.loads((work / "out/cifar10_dhkd/killed/runtime.json").read_text())["cost"]
     assert [c["epochs"] for c in cost] == [[1, 1], [2, 3]] and all(c["cpu_s"] > 0 for c in cost)

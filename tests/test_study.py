@@ -84,7 +84,16 @@ def test_probe_summary_counts_conflicting_measurements(tmp_path, claims):
         runs.append(aggregate.read_run(str(d)))
     lines = claims.probe_lines({"KD": runs})
     # epoch 1: 0.5, -0.25, 0.75 (mean 0.33); epoch 2: 0.25, -0.5 (NaN dropped; mean -0.12); 2 of 5 below 0
-    assert lines[-1] == "| KD | 5 | 0.33 | -0.12 | 2 (40.0%) | -0.50 |"
+    assert "| KD | 5 | 0.33 | -0.12 | 2 (40.0%) | -0.50 |" in lines
+    assert lines[-1].startswith("All arms together: 5 distinct measurements") and lines[-1].endswith("2 with cos < 0.")
+    # another arm's run of seed 0 measuring the same first state: its measurement counts once across arms
+    d = tmp_path / "same_state"
+    d.mkdir()
+    (d / "worklog.txt").write_text(epoch_block(1, 0.05, {"test_acc": 50.0}) + best_line(50.0))
+    (d / "grad_probe.csv").write_text("epoch,step,global_step,cos,norm_ratio\n1,0,0,-0.25,1.0\n")
+    lines = claims.probe_lines({"KD": runs, "KD + alignment": [aggregate.read_run(str(d))]})
+    assert "| KD + alignment | 1 | -0.25 | -0.25 | 1 (100.0%) | -0.25 |" in lines
+    assert lines[-1].startswith("All arms together: 5 distinct measurements") and lines[-1].endswith("2 with cos < 0.")
 
 
 def test_run_table_sums_cost_segments_and_names_missing_epochs(tmp_path, claims):

@@ -18,7 +18,7 @@ import yaml
 from mdistiller_ext import teacher_cache as tc
 from mdistiller_ext import worklog
 from mdistiller_ext.errors import UserError
-from mdistiller_ext.fastdata import DeviceCifarLoader, random_crop_flip
+from mdistiller_ext.fastdata import DeviceCifarLoader, random_crop_flip, view_ids, view_params
 from mdistiller_ext.standalone.models import cifar_model_dict
 
 from .conftest import ROOT, run_train, write_cifar10_jpeg_tar
@@ -46,7 +46,7 @@ def images(n: int = 24, seed: int = 0) -> np.ndarray:
 
 
 def live(net, loader: DeviceCifarLoader, idx: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
-    offsets, flips = tc.view_params(views)
+    offsets, flips = view_params(views)
     crops = random_crop_flip(loader.images[idx], offsets, flips)
     with torch.no_grad():
         return net(loader.normalize(crops))[0]
@@ -56,9 +56,9 @@ def test_view_ids_cover_the_grid_and_invert():
     offsets = torch.stack(torch.meshgrid(torch.arange(9), torch.arange(9), indexing="ij"), -1).reshape(-1, 2)
     offsets = offsets.repeat_interleave(2, 0)
     flips = torch.arange(162) % 2 == 1
-    ids = tc.view_ids(offsets, flips)
+    ids = view_ids(offsets, flips)
     assert sorted(ids.tolist()) == list(range(162))
-    back_offsets, back_flips = tc.view_params(ids)
+    back_offsets, back_flips = view_params(ids)
     assert torch.equal(back_offsets, offsets) and torch.equal(back_flips, flips)
 
 
@@ -86,7 +86,7 @@ def test_cached_logits_equal_the_live_teacher_on_every_corner_and_random_views(t
     offsets = torch.cat([corners.repeat(2, 1), torch.randint(0, 9, (16, 2), generator=torch.Generator().manual_seed(1))])
     flips = torch.cat([torch.tensor([False] * 4 + [True] * 4), torch.rand(16, generator=torch.Generator().manual_seed(2)) < 0.5])
     idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(3))[:24]
-    views = tc.view_ids(offsets, flips)
+    views = view_ids(offsets, flips)
     batches = list(loader.batches(idx, offsets, flips))  # the loader's own crops
     loader.with_views = True
     batches_v = list(loader.batches(idx, offsets, flips))
@@ -240,8 +240,9 @@ def test_runs_with_and_without_the_cache_train_alike_and_a_cached_run_rewrites_n
         for k in off:
             torch.testing.assert_close((fill if name == "fill" else hit)[k].float(), off[k].float(), atol=1e-4, rtol=1e-4)
     runtime = {n: json.loads((d / "runtime.json").read_text()) for n, d in (("off", off_dir), ("hit", hit_dir))}
-    assert runtime["off"]["teacher_logits"] == "live" and runtime["hit"]["teacher_logits"] == f"cache {cache.name}"
-    assert f"teacher_logits=cache {cache.name}" in (hit_dir / "worklog.txt").read_text()
+    where = f"cache {cache.name} (memory-mapped file)"
+    assert runtime["off"]["teacher_logits"] == "live" and runtime["hit"]["teacher_logits"] == where
+    assert f"teacher_logits={where}" in (hit_dir / "worklog.txt").read_text()
 
 
 @pytest.mark.slow
@@ -272,3 +273,26 @@ def test_logit_methods_use_the_logits_they_are_given_and_never_run_the_teacher(m
     torch.manual_seed(0)
     _, live_losses = distiller.forward_train(x, y, epoch=30)
     assert calls and not torch.equal(with_given["loss_kd"], live_losses["loss_kd"])
+
+
+@pytest.mark.slow
+def test_an_up_front_build_fills_every_view_and_a_new_seed_then_hits_every_time(work):
+    tool = [sys.executable, str(ROOT / "tools" / "teacher_cache.py"), "--cfg", "kd.yaml"]
+    r = subprocess.run(tool + ["--build", "--batch", "256"], cwd=work, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "100.0% of the train views and 100.0% of the test split filled" in r.stdout
+    (cache,) = (work / "data" / "teacher_logits").iterdir()
+    record = json.loads((cache / "record.json").read_text())
+    net = teacher(5)
+    store = tc.LogitStore.open(str(work / "data" / "teacher_logits"), record["key"], record["sizes"])
+    from mdistiller_ext.data import load_cifar10
+
+    x, y = load_cifar10(str(work / "data"), str(work / "data"), False)["train"]
+    loader = DeviceCifarLoader(x, y, 16, MEAN, STD, torch.device("cpu"), True)
+    g = torch.Generator().manual_seed(4)
+    rows, views = torch.randint(0, len(y), (32,), generator=g), torch.randint(0, 162, (32,), generator=g)
+    values, hit = store.lookup("train", rows, views)
+    assert hit.all()
+    torch.testing.assert_close(values, live(net, loader, rows, views), atol=1e-5, rtol=0)
+    _, run_dir, _ = _train(work, "built", "EXT.SEED", "9", "EXT.TEACHER_CACHE", "on")
+    assert worklog.read(str(run_dir / "worklog.txt")).epochs[1]["teacher_cache_hit"] == 100.0

@@ -4,7 +4,8 @@ python docs/cifar10_study/claims.py        (after: python tools/compare.py --swe
 
 For each claim: the best-epoch test top-1 of each side (mean ± sample std over seeds), the difference
 of the means with its standard error and degrees of freedom, and a verdict from a two-sided t-test at
-the 5% level: "supported" when the difference exceeds t(0.975, df) standard errors in the claimed
+the 5% level: "supported" when the difference exceeds t(0.975, df) standard errors (the exact
+quantile for the fractional Welch-Satterthwaite df, mdistiller_ext.stats) in the claimed
 direction, "contradicted" when it does so the other way, else "cannot be resolved at this size".
 Two sides with several runs each: Welch's test (SE = sqrt(s_a^2/n_a + s_b^2/n_b), Welch-Satterthwaite
 df). One side with a single run: its spread is taken to be the other side's (SE = s * sqrt(1/n_a +
@@ -20,7 +21,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
 from mdistiller_ext import aggregate, provenance  # noqa: E402
-from mdistiller_ext.stats import mean_std, t_critical, welch  # noqa: E402
+from mdistiller_ext.stats import mean_std, t_critical, two_sided_p, welch  # noqa: E402
 
 RUNS = os.path.join(HERE, "runs")
 # study config TAG -> what the claims call it
@@ -84,6 +85,15 @@ def probe_lines(runs: Dict[str, List[aggregate.RunResult]]) -> List[str]:
         lines.append(f"| {arm} | {len(every)} | {sum(first) / len(first):.2f} | {sum(last) / len(last):.2f} | "
                      f"{conflicts} ({100 * conflicts / len(every):.1f}%) | "
                      f"{min(every):.2f} |")
+    # across arms, a measurement of one model state counts once: runs that share a seed, a student and a
+    # teacher measure the same state at their first step (DHKD and DHKD + alignment, seed 0), and such a
+    # measurement repeats to the last digit, which no two different states do
+    distinct = {(r.seed, row["epoch"], row["step"], row["cos"]) for rs in runs.values() for r in rs
+                for row in aggregate.probe_rows(r.path) if float(row["cos"]) == float(row["cos"])}
+    if distinct:
+        negative = sum(float(c) < 0 for *_, c in distinct)
+        lines += ["", f"All arms together: {len(distinct)} distinct measurements (a state measured by two runs "
+                      f"counts once), {negative} with cos < 0."]
     return lines
 
 
@@ -123,20 +133,20 @@ def main() -> int:
              "docs/cifar10_study/claims.py` from the committed runs.", "",
              "| arm | runs |", "|---|---|"]
     lines += [f"| {arm} | {fmt(v)} |" for arm, v in sorted(arms.items())]
-    lines += ["", "| claim | comparison | difference ± SE (df; bar) | verdict |", "|---|---|---|---|"]
+    lines += ["", "| claim | comparison | difference ± SE (df; bar) | p (two-sided) | verdict |", "|---|---|---|---|---|"]
     for num, text, pairs in claims:
         for a, b, direction in pairs:
             if a not in arms or b not in arms:
-                lines.append(f"| ({num}) {text} | {a} vs {b} | not run yet | - |")
+                lines.append(f"| ({num}) {text} | {a} vs {b} | not run yet | - | - |")
                 continue
             cmp = welch(arms[a], arms[b])
             if cmp is None:
                 lines.append(f"| ({num}) {text} | {a} vs {b} | {mean_std(arms[a])[0] - mean_std(arms[b])[0]:+.2f} (no spread "
-                             "known: one run each) | cannot be resolved at this size |")
+                             "known: one run each) | - | cannot be resolved at this size |")
                 continue
             d, se, df = cmp
-            lines.append(f"| ({num}) {text} | {a} vs {b} | {d:+.2f} ± {se:.2f} (df {df:.1f}; "
-                         f"bar {t_critical(df) * se:.2f}) | {verdict(d, se, df, direction)} |")
+            lines.append(f"| ({num}) {text} | {a} vs {b} | {d:+.2f} ± {se:.2f} (df {df:.2f}; "
+                         f"bar {t_critical(df) * se:.2f}) | {two_sided_p(d, se, df):.3f} | {verdict(d, se, df, direction)} |")
     lines += run_lines(runs)
     lines += probe_lines(runs)
     path = os.path.join(HERE, "claims.md")

@@ -134,9 +134,11 @@ class Trainer:
                                          momentum=cfg.SOLVER.MOMENTUM, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
         self.cached = None
         if teacher_store is not None:
-            from ..teacher_cache import CachedTeacher
+            from ..teacher_cache import CachedTeacher, place
 
             self.cached = CachedTeacher(self.distiller.teacher, teacher_store, self.amp)
+            self.cache_place = place(teacher_store, device)
+            self._origin = train_loader.origin.to(device)  # batch indices -> full-split rows, on the device
             train_loader.with_views = True
         self.guard = NonFiniteGuard(cfg.EXT.NONFINITE, device)
         self.best_acc = -1.0
@@ -152,7 +154,7 @@ class Trainer:
                                    "host (mdistiller)" if host.HAS_MDISTILLER else "standalone",
                                    self.dist.world_size, bool(self.cfg.EXT.COMPILE), self.teacher_info)
         if self.teacher_info is not None:
-            info["teacher_logits"] = f"cache {self.cached.store.id}" if self.cached is not None else "live"
+            info["teacher_logits"] = f"cache {self.cached.store.id} ({self.cache_place})" if self.cached is not None else "live"
         if "val_split" in self.data_record:
             info["val_split"] = self.data_record["val_split"]
         return info
@@ -285,7 +287,7 @@ class Trainer:
             # epochs completed after this step: the per-step warm-up of a fractional DKD/AEKT.WARMUP
             extra: Dict[str, object] = {"progress": epoch - 1 + (step + 1) / steps}
             if self.cached is not None:
-                extra["teacher_logits"] = self.cached.logits(image, self.train_loader.origin[batch[2].cpu()], batch[3])
+                extra["teacher_logits"] = self.cached.logits(image, self._origin[batch[2]], batch[3])
             probe = functools.partial(self.probe.measure, step) if self.probe is not None and self.probe.due(step) else None
             done = train_step(self.model, self.optimizer, image, target, epoch, self.setup, step, self.guard, probe, extra)
             bar.update()
