@@ -20,7 +20,7 @@ from common import alternate, cifar_arrays, header, median, sync
 from mdistiller_ext import host, registration
 from mdistiller_ext.data import CIFAR100_MEAN, CIFAR100_STD, ArrayDataset, cifar_transforms
 from mdistiller_ext.methods.dhkd import DHKD
-from mdistiller_ext.config import use_channels_last
+from mdistiller_ext.runtime import channels_last_for
 from mdistiller_ext.engine.trainer import Trainer
 from mdistiller_ext.fastdata import DeviceCifarLoader
 from mdistiller_ext.recipes import CIFAR100_PAIRS
@@ -80,7 +80,7 @@ def fast(pair, device, images, labels, batch, steps):
     cfg.freeze()
     n = steps * batch
     train = DeviceCifarLoader(images[:n], labels[:n] % 100, batch, CIFAR100_MEAN, CIFAR100_STD, device, True,
-                              channels_last=use_channels_last(cfg, device))
+                              channels_last=channels_last_for(cfg, device))
     trainer = Trainer("bench", distiller(pair, device), train, None, cfg, device)
     epoch = [0]
 

@@ -22,7 +22,8 @@ import torch
 from common import alternate, header, median, sync
 
 from mdistiller_ext import host, registration, registry
-from mdistiller_ext.engine.step import StepSetup, autocast_dtype, train_step
+from mdistiller_ext.engine.step import NonFiniteGuard, StepSetup, train_step
+from mdistiller_ext.runtime import resolve
 from mdistiller_ext.recipes import CIFAR100_PAIRS
 
 METHODS = {}  # row name -> (distiller class, gradient alignment); filled from the registry in main()
@@ -109,10 +110,10 @@ def main() -> None:
     if args.memory_child:
         cpu_peak_child(args.memory_child, args.pair, args.batch)
         return
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     cfg = registration.base_cfg()
-    amp = autocast_dtype(cfg, device)
-    cl = device.type == "cuda"
+    cfg.EXT.DEVICE = args.device
+    rt = resolve(cfg)  # what a training run of these settings would use on this machine
+    device, amp, cl = rt.device, rt.amp, rt.channels_last
     g = torch.Generator().manual_seed(0)
     x = torch.randn(args.batch, 3, 32, 32, generator=g).to(device)
     x = x.contiguous(memory_format=torch.channels_last) if cl else x
@@ -122,9 +123,10 @@ def main() -> None:
 
     def runner(m):
         d, setup, opt = built[m]
+        guard = NonFiniteGuard("stop", device)  # a training step includes the non-finite guard
 
         def step():
-            train_step(d, opt, x, y, 30, setup)
+            train_step(d, opt, x, y, 30, setup, 0, guard)
 
         for _ in range(2):  # warm-up (and cudnn autotuning) outside the timing
             step()

@@ -30,6 +30,7 @@ import torchvision.transforms.functional as TF  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from mdistiller_ext import data, train_cli  # noqa: E402
+from mdistiller_ext.runtime import fast_data_for  # noqa: E402
 from mdistiller_ext.fastdata import DeviceCifarLoader  # noqa: E402
 
 MODES = ("fast", "pil-pixels", "skip2")
@@ -75,7 +76,7 @@ def main() -> int:
     real = data.get_dataset
 
     def get_dataset(cfg, generator=None, device=None, rank=0, world_size=1):
-        if world_size != 1 or not data.uses_fast_path(cfg):
+        if world_size != 1 or not fast_data_for(cfg):
             raise SystemExit("error: the ablation needs one process and the fast path (EXT.FAST_DATA auto or on)")
         train, val, num_data, num_classes = real(cfg, generator, device, rank, world_size)
         images = np.ascontiguousarray(train.images.permute(0, 2, 3, 1).cpu().numpy())  # HWC uint8, as PIL wants

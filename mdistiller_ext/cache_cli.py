@@ -25,9 +25,8 @@ def run(argv: Optional[List[str]] = None) -> str:
     from . import teacher_cache
     from .builders import build_distiller, teacher_path
     from .data import get_loaders
-    from .engine.step import autocast_dtype
-    from .experiment import load_config, pick_device
-    from .provenance import precision_name
+    from .experiment import load_config
+    from .runtime import resolve
     from .teachers import describe_teacher
 
     cfg = load_config(args.cfg, args.opts)
@@ -35,13 +34,14 @@ def run(argv: Optional[List[str]] = None) -> str:
     cfg.EXT.VAL_SPLIT, cfg.EXT.TRAIN_SUBSET = 0, 0  # the cache covers the full training split
     if cfg.EXT.TEACHER_CACHE == "off":
         cfg.EXT.TEACHER_CACHE = "auto"
-    device = pick_device(cfg)
+    rt = resolve(cfg)
+    device = rt.device
     loaders = get_loaders(cfg, None, device)
     distiller, _ = build_distiller(cfg, loaders.num_classes, loaders.num_data)
     teacher = describe_teacher(teacher_path(cfg))
-    amp = autocast_dtype(cfg, device)
-    store, note = teacher_cache.for_run(cfg, distiller, loaders.train, False, teacher,
-                                        loaders.record["train_split"], precision_name(amp))
+    amp = rt.amp
+    store, note = teacher_cache.for_run(cfg, distiller, loaders.train, rt.host, teacher,
+                                        loaders.record["train_split"], rt.precision())
     if store is None:
         raise UserError(note)
     if args.build:

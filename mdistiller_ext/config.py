@@ -158,9 +158,3 @@ def write_config(run_dir: str, cfg: CN) -> None:
     with open(tmp, "w") as f:
         f.write(cfg.dump())
     os.replace(tmp, os.path.join(run_dir, "config.yaml"))
-
-
-def use_channels_last(cfg: CN, device) -> bool:
-    """EXT.CHANNELS_LAST for a torch device: auto is on for CUDA."""
-    on = SWITCHES[cfg.EXT.CHANNELS_LAST]
-    return device.type == "cuda" if on is None else on

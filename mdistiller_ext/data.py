@@ -322,16 +322,6 @@ def class_names(cfg: CfgNode) -> List[str]:
     return []
 
 
-def uses_fast_path(cfg: CfgNode) -> bool:
-    """EXT.FAST_DATA auto: on for the CIFAR datasets (the only ones held in memory)."""
-    from .config import SWITCHES
-
-    on, cifar = SWITCHES[cfg.EXT.FAST_DATA], cfg.DATASET.TYPE in ("cifar10", "cifar100")
-    if on and not cifar:
-        raise UserError(f"config EXT.FAST_DATA = 'on' needs cifar10 or cifar100, not {cfg.DATASET.TYPE}; use auto or off")
-    return on is not False and cifar
-
-
 class Loaders(NamedTuple):
     train: object
     test: object
@@ -346,14 +336,14 @@ def get_loaders(cfg: CfgNode, generator: torch.Generator = None, device: torch.d
     """The train, test and held-out loaders. With the fast path they are ``DeviceCifarLoader``s on
     ``device``; otherwise torchvision DataLoaders (a DistributedSampler under torch.distributed).
     SOLVER.BATCH_SIZE is global."""
+    from .runtime import channels_last_for, fast_data_for
+
     train, val, holdout, num_classes, record = build_splits(cfg)
-    if device is not None and uses_fast_path(cfg):
+    if device is not None and fast_data_for(cfg):
         from .fastdata import DeviceCifarLoader
 
-        from .config import use_channels_last
-
         mean, std = normalization(cfg.DATASET.TYPE)
-        cl = use_channels_last(cfg, device)
+        cl = channels_last_for(cfg, device)
 
         def on_device(ds: ArrayDataset, batch: int, is_train: bool) -> DeviceCifarLoader:
             return DeviceCifarLoader(ds.images, ds.labels, batch, mean, std, device, is_train, cfg.EXT.SEED,

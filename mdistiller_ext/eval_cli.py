@@ -105,15 +105,14 @@ def build(args: argparse.Namespace) -> Tuple[torch.nn.Module, CfgNode, str]:
 def run(argv: Optional[List[str]] = None) -> dict:
     from .data import build_datasets
     from .engine.evaluate import evaluate
-    from .experiment import pick_device
+    from .runtime import Machine, resolve_device
 
     args = parse_args(argv)
     if args.plugin:
         registration.add_plugins(args.plugin)
     model, cfg, what = build(args)
-    device = pick_device(cfg) if args.device == "auto" else torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {args.device} but CUDA is not available; use cpu or auto")
+    # --device auto is this machine's choice, not the training config's EXT.DEVICE
+    device = resolve_device(args.device, Machine.current())
     _, test, _ = build_datasets(cfg)
     loader = DataLoader(test, batch_size=args.batch_size, shuffle=False, num_workers=0)
     model.to(device)

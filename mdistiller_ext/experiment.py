@@ -1,18 +1,15 @@
-"""A run's identity: its config (host CFG + this project's nodes + yaml + overrides), its directory name
-and its device. Shared by the CLIs and the sweep planner."""
+"""A run's identity: its config (host CFG + this project's nodes + yaml + overrides) and its directory
+name. Shared by the CLIs and the sweep planner (the device is runtime.resolve's)."""
 from __future__ import annotations
 
 import hashlib
 import os
-from typing import TYPE_CHECKING, List
+from typing import List
 
 from yacs.config import CfgNode
 
 from . import registration
 from .errors import UserError
-
-if TYPE_CHECKING:
-    import torch
 
 
 def load_config(path: str, opts: List[str]) -> CfgNode:
@@ -50,15 +47,3 @@ def experiment_name(cfg: CfgNode, opts: List[str]) -> str:
         digest = hashlib.sha256(name.encode()).hexdigest()[:12]
         name = name.encode()[:MAX_NAME_BYTES - 16].decode(errors="ignore") + f"...#{digest}"
     return os.path.join(cfg.EXPERIMENT.PROJECT, name)
-
-
-def pick_device(cfg: CfgNode, local_rank: int = 0) -> torch.device:
-    import torch
-
-    want = cfg.EXT.DEVICE
-    if want == "auto":
-        # under torchrun each process drives the GPU of its LOCAL_RANK
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    if want.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"config EXT.DEVICE = {want!r} but CUDA is not available; use auto or cpu")
-    return torch.device(want)

@@ -81,8 +81,9 @@ class DeviceCifarLoader:
         return max(1, self.batch_size // self.world_size)
 
     def normalize(self, images_u8: torch.Tensor) -> torch.Tensor:
+        # crops come out of the gather channels-last; the layout is what EXT.CHANNELS_LAST says, train and eval alike
         x = (images_u8.float() - self.mean) / self.std
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
 
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, ...]]:
         n = len(self.labels)

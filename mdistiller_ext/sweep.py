@@ -151,12 +151,25 @@ def run_env(jobs: int) -> Dict[str, str]:
     return env
 
 
-def execute(specs: Sequence[RunSpec], log_dir: str, echo: Callable[[str], None] = print, jobs: int = 1
-            ) -> Dict[str, List]:
+def visible_gpus() -> List[str]:
+    """The GPUs runs may use: CUDA_VISIBLE_DEVICES's list where it is set, else every device torch sees."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [g for g in listed.split(",") if g.strip()]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+
+
+def execute(specs: Sequence[RunSpec], log_dir: str, echo: Callable[[str], None] = print, jobs: int = 1,
+            gpus: Optional[Sequence[str]] = None) -> Dict[str, List]:
     """Run what is not finished, up to ``jobs`` at a time, in plan order; a run waits for the planned run
-    that makes its teacher. A failing run is reported, not fatal (its students are reported as failed)."""
+    that makes its teacher. A failing run is reported, not fatal (its students are reported as failed).
+    With GPUs (``gpus``, default ``visible_gpus()``) and several jobs, each run sees one GPU
+    (CUDA_VISIBLE_DEVICES), the one the fewest running runs use."""
     if jobs < 1:
         raise UserError(f"--jobs must be at least 1; got {jobs}")
+    gpus = list(visible_gpus() if gpus is None else gpus) if jobs > 1 else []
     os.makedirs(log_dir, exist_ok=True)
     report: Dict[str, List] = {"skipped": [], "ran": [], "failed": []}
     env = run_env(jobs)
@@ -165,7 +178,7 @@ def execute(specs: Sequence[RunSpec], log_dir: str, echo: Callable[[str], None] 
     waits_for = {id(spec): teacher_run(spec, specs) for spec in specs}
     done_dirs: Dict[str, bool] = {}  # run_dir -> finished without error in this call (or before it)
     pending = list(specs)
-    running: List = []  # (process, spec, log_file, open file)
+    running: List = []  # (process, spec, log_file, open file, GPU or None)
 
     def fail(spec: RunSpec, rc: int, why: str, log_file: str) -> None:
         echo(f"    [{index[id(spec)]}/{n}] {spec.label} failed (exit {rc}): {why} [log: {log_file}]")
@@ -201,10 +214,18 @@ def execute(specs: Sequence[RunSpec], log_dir: str, echo: Callable[[str], None] 
                 report["skipped"].append(spec)
                 done_dirs[os.path.normpath(spec.run_dir)] = True
                 continue
-            echo(f"[{i}/{n}] {spec.label}: {'resuming' if state == 'partial' else 'running'}")
+            run_env_now = env
+            where = ""
+            if gpus:
+                used = [r[4] for r in running]
+                gpu = min(gpus, key=lambda g: (used.count(g), gpus.index(g)))
+                run_env_now, where = dict(env, CUDA_VISIBLE_DEVICES=gpu), f" on GPU {gpu}"
+            else:
+                gpu = None
+            echo(f"[{i}/{n}] {spec.label}: {'resuming' if state == 'partial' else 'running'}{where}")
             f = open(log_file, "w")
-            running.append((subprocess.Popen(command(spec, state), stdout=f, stderr=subprocess.STDOUT, env=env),
-                            spec, log_file, f))
+            running.append((subprocess.Popen(command(spec, state), stdout=f, stderr=subprocess.STDOUT, env=run_env_now),
+                            spec, log_file, f, gpu))
             if jobs == 1:
                 break
         if not running:
@@ -213,7 +234,7 @@ def execute(specs: Sequence[RunSpec], log_dir: str, echo: Callable[[str], None] 
             break
         time.sleep(0.2)
         for item in [r for r in running if r[0].poll() is not None]:
-            proc, spec, log_file, f = item
+            proc, spec, log_file, f, _ = item
             running.remove(item)
             f.close()
             if proc.returncode == 0:

@@ -16,7 +16,7 @@ from yacs.config import CfgNode
 
 from . import host, registration, registry
 from .errors import UserError
-from .experiment import experiment_name, load_config, pick_device  # noqa: F401  (this CLI's public names)
+from .experiment import experiment_name, load_config  # noqa: F401  (this CLI's public names)
 
 if TYPE_CHECKING:  # torch loads on first use: --help and config errors answer without it
     import torch
@@ -100,16 +100,6 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     return args
 
 
-def use_host_engine(cfg: CfgNode, device: torch.device) -> bool:
-    from .config import ENGINES
-
-    wanted = ENGINES[cfg.EXT.ENGINE]
-    usable = host.HAS_MDISTILLER and device.type == "cuda"
-    if wanted and not usable:
-        raise UserError("config EXT.ENGINE = 'host' needs mdistiller installed and a CUDA device; use auto or ext")
-    return usable if wanted is None else wanted
-
-
 def _check_run_dir(log_path: str, overwrite: bool) -> None:
     """A fresh run: refuse to mix with an existing run unless --overwrite; check the folder can be written
     (without creating it yet, so that a run failing before its first step leaves nothing behind)."""
@@ -179,16 +169,18 @@ def run(argv: Optional[List[str]] = None) -> float:
     import torch
 
     from .engine.distributed import barrier, init_from_env
-    from .validate import validate
+    from .runtime import resolve
+    from .validate import validate, validate_values
 
     cfg, name = resolve_run(args)
+    if cfg.EXT.DETERMINISTIC:  # cuBLAS reads it when CUDA starts: before anything touches CUDA
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     if cfg.EXT.THREADS > 0:
         torch.set_num_threads(cfg.EXT.THREADS)
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    device = pick_device(cfg, int(os.environ.get("LOCAL_RANK", "0")))
-    host_engine = world == 1 and use_host_engine(cfg, device)
-    if world > 1 and cfg.EXT.ENGINE == "host":
-        raise UserError("config EXT.ENGINE = 'host' cannot run under torchrun (mdistiller uses DataParallel); use auto or ext")
+    validate_values(cfg)
+    rt = resolve(cfg, local_rank=int(os.environ.get("LOCAL_RANK", "0")), world_size=world)
+    device, host_engine = rt.device, rt.host
     validate(cfg, standalone_engine=not host_engine)
     if world > 1 and cfg.EXT.GRAD_PROBE_EVERY > 0:
         raise UserError("config EXT.GRAD_PROBE_EVERY runs in a single process; set it to 0 under torchrun")
@@ -203,7 +195,6 @@ def run(argv: Optional[List[str]] = None) -> float:
     from .data import get_loaders
 
     if cfg.EXT.DETERMINISTIC:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
     elif device.type == "cuda":
@@ -243,30 +234,28 @@ def run(argv: Optional[List[str]] = None) -> float:
             from .teachers import summary_line
 
             print(summary_line(teacher))
+        print(rt.line())
         print(f"run directory: {log_path} | engine: {'mdistiller' if host_engine else 'mdistiller_ext'} | device: {device}"
               + (f" x {dist_info.world_size} processes" if dist_info.enabled else ""))
     store = None
     if has_teacher:
         from . import teacher_cache
-        from .engine.step import autocast_dtype
-        from .provenance import precision_name
 
         store, note = teacher_cache.for_run(cfg, distiller, train_loader, host_engine, teacher,
-                                            data_record.get("train_split", {}),
-                                            precision_name(autocast_dtype(cfg, device)))
+                                            data_record.get("train_split", {}), rt.precision())
         if has_teacher and dist_info.is_main:
             print(note)
     barrier()
 
     try:
         if host_engine:
-            best = train_with_host(cfg, name, distiller, train_loader, val_loader, args.resume, teacher)
+            best = train_with_host(cfg, name, distiller, train_loader, val_loader, args.resume, teacher, device)
         else:
             from .engine.trainer import Trainer
 
             trainer = Trainer(name, distiller, train_loader, val_loader, cfg, device, force_resume=args.force_resume,
                               dist_info=dist_info, teacher_info=teacher, holdout_loader=holdout_loader,
-                              teacher_store=store, data_record=data_record)
+                              teacher_store=store, data_record=data_record, runtime=rt)
             best = trainer.train(resume=args.resume)
     except KeyboardInterrupt:
         raise Interrupted(_interrupted_message(log_path)) from None
@@ -293,7 +282,7 @@ def _interrupted_message(log_path: str) -> str:
 
 
 def train_with_host(cfg: CfgNode, name: str, distiller: torch.nn.Module, train_loader, val_loader,
-                    resume: bool, teacher_info: Optional[dict] = None) -> float:
+                    resume: bool, teacher_info: Optional[dict] = None, device: Optional[torch.device] = None) -> float:
     """mdistiller's own route: its trainer (SOLVER.TRAINER) on the distiller wrapped in DataParallel, as
     its tools/train.py does; this project adds only the runtime record and wandb's start, as the host's script."""
     import torch
@@ -302,7 +291,9 @@ def train_with_host(cfg: CfgNode, name: str, distiller: torch.nn.Module, train_l
     from .engine.wandb_log import start_wandb
     from .checkpoint import load_safe
 
-    distiller = torch.nn.DataParallel(distiller.cuda())
+    # EXT.DEVICE auto/cuda: every visible GPU, as mdistiller's script does; cuda:N: that GPU alone
+    one = device is not None and cfg.EXT.DEVICE.startswith("cuda:")
+    distiller = torch.nn.DataParallel(distiller.cuda(device), device_ids=[device.index] if one else None)
     trainer = registration.host_trainers()[cfg.SOLVER.TRAINER](name, distiller, train_loader, val_loader, cfg)
     latest = os.path.join(trainer.log_path, "latest")
     resumed_from = int(load_safe(latest).get("epoch", 0)) if resume and os.path.exists(latest) else None

@@ -54,12 +54,17 @@ def _get(cfg: CfgNode, key: str) -> Any:
     return node
 
 
-def validate(cfg: CfgNode, standalone_engine: bool) -> None:
-    """Raise UserError on the first invalid value."""
+def validate_values(cfg: CfgNode) -> None:
+    """Raise UserError on the first value outside what its key allows (before anything reads it)."""
     for key, (ok, allowed) in RULES + registry.rules():
         value = _get(cfg, key)
         if not ok(value):
             raise UserError(f"config {key} = {value!r} is invalid: expected {allowed}")
+
+
+def validate(cfg: CfgNode, standalone_engine: bool) -> None:
+    """Raise UserError on the first invalid value, or the first rule the chosen engine cannot follow."""
+    validate_values(cfg)
     if standalone_engine and cfg.SOLVER.TRAINER not in ("base", "align"):
         raise UserError(f"config SOLVER.TRAINER = {cfg.SOLVER.TRAINER!r} needs mdistiller's trainers on CUDA; "
                         "this engine runs base or align")

@@ -332,7 +332,7 @@ from mdistiller_ext.worklog import best_line, epoch_block
 run_dir, stamp, seconds, rc = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
 start = time.time(); time.sleep(seconds)
 with open(stamp, "w") as f:
-    f.write(f"{start} {time.time()} {os.environ.get('OMP_NUM_THREADS', '')}")
+    f.write(f"{start} {time.time()} {os.environ.get('OMP_NUM_THREADS', '')} {os.environ.get('CUDA_VISIBLE_DEVICES', '-')}")
 if rc:
     print("boom: this run failed"); sys.exit(rc)
 os.makedirs(run_dir, exist_ok=True)
@@ -341,7 +341,7 @@ with open(os.path.join(run_dir, "worklog.txt"), "w") as f:
 """
 
 
-def scheduled(tmp_path, monkeypatch, jobs, failing=(), seconds=None):
+def scheduled(tmp_path, monkeypatch, jobs, failing=(), seconds=None, gpus=()):
     """A teacher, two students that learn from it, and an independent run, executed by sweep.execute."""
     config = str(ROOT / "configs" / "cifar10" / "kd" / "res20_res8.yaml")
     teacher_dir = str(tmp_path / "runs" / "teacher")
@@ -361,11 +361,11 @@ def scheduled(tmp_path, monkeypatch, jobs, failing=(), seconds=None):
     monkeypatch.setattr(sweep, "command", command)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     lines = []
-    report = sweep.execute(specs, str(tmp_path / "logs"), echo=lines.append, jobs=jobs)
+    report = sweep.execute(specs, str(tmp_path / "logs"), echo=lines.append, jobs=jobs, gpus=gpus)
     stamps = {}
     for p in tmp_path.glob("*.stamp"):
-        start, end, threads = p.read_text().split(" ")
-        stamps[p.stem] = (float(start), float(end), threads)
+        start, end, threads, gpu = p.read_text().split(" ")
+        stamps[p.stem] = (float(start), float(end), threads, gpu)
     return specs, report, stamps, lines
 
 
@@ -381,6 +381,17 @@ def test_parallel_sweep_waits_for_the_teacher_and_overlaps_the_rest(tmp_path, mo
     # run again: everything is skipped
     report = sweep.execute(specs, str(tmp_path / "logs"), echo=lambda m: None, jobs=2)
     assert len(report["skipped"]) == 4 and not report["ran"]
+
+
+def test_runs_side_by_side_share_the_gpus_out(tmp_path, monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    _, report, t, lines = scheduled(tmp_path, monkeypatch, jobs=2, gpus=["3", "5"])
+    assert not report["failed"]
+    # the teacher and the independent run overlap: each has a GPU of its own
+    assert {t["teacher"][3], t["alone"][3]} == {"3", "5"}
+    assert all(v[3] in ("3", "5") for v in t.values()) and any("on GPU 5" in line for line in lines)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,7")
+    assert sweep.visible_gpus() == ["2", "7"]
 
 
 def test_sequential_sweep_runs_one_at_a_time_in_plan_order(tmp_path, monkeypatch):

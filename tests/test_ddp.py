@@ -99,3 +99,10 @@ def test_torchrun_two_processes_end_to_end(tmp_path):
 
     log = worklog.read(str(tmp_path / "out/cifar10_dhkd/dhkd,resnet20,resnet8/worklog.txt"))
     assert list(log.epochs) == [1, 2] and log.finished
+    # extending the finished run under torchrun: one process rewrites the logs, the others wait for it
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        str(ROOT / "tools/train.py"), "--cfg", "ddp.yaml", "SOLVER.EPOCHS", "3", "--resume"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    log = worklog.read(str(tmp_path / "out/cifar10_dhkd/dhkd,resnet20,resnet8/worklog.txt"))
+    assert list(log.epochs) == [1, 2, 3] and log.finished

@@ -7,7 +7,8 @@ from torchvision import transforms
 from torchvision.transforms import functional as TF
 
 from mdistiller_ext import host, registration
-from mdistiller_ext.data import CIFAR100_MEAN, CIFAR100_STD, cifar_transforms, uses_fast_path
+from mdistiller_ext.data import CIFAR100_MEAN, CIFAR100_STD, cifar_transforms
+from mdistiller_ext.runtime import fast_data_for as uses_fast_path
 from mdistiller_ext.methods.dhkd import DHKD
 from mdistiller_ext.errors import UserError
 from mdistiller_ext.fastdata import DeviceCifarLoader, random_crop_flip

@@ -12,7 +12,10 @@ from ..methods.base import require_split, split_by_names
 
 
 def _dot(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> torch.Tensor:
-    return sum((x.double() * y.double()).sum() for x, y in zip(a, b))
+    """The inner product of two parameter-shaped lists, in float64: one batched multiply (foreach) and
+    one sum over the flattened products, not a kernel per tensor pair."""
+    products = torch._foreach_mul([x.double() for x in a], [y.double() for y in b])
+    return torch.cat([p.reshape(-1) for p in products]).sum()
 
 
 def project_conflicting(g_kd: List[torch.Tensor], g_ce: List[torch.Tensor]) -> List[torch.Tensor]:

@@ -6,21 +6,12 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
-from yacs.config import CfgNode
 
-from ..config import AMP_MODES, NONFINITE_MODES
+from ..config import NONFINITE_MODES
 from ..methods.base import hook, split_by_names
 from .alignment import aligned_backward
 
 Losses = Dict[str, torch.Tensor]
-
-
-def autocast_dtype(cfg: CfgNode, device: torch.device) -> Optional[torch.dtype]:
-    """EXT.AMP: auto is bf16 on CUDA devices that support it and off elsewhere."""
-    name = AMP_MODES[cfg.EXT.AMP]
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
-    return None if name is None else getattr(torch, name)
 
 
 def autocast_context(device_type: str, amp: Optional[torch.dtype]):
@@ -60,8 +51,8 @@ def forward_backward(model: nn.Module, image: torch.Tensor, target: torch.Tensor
         if setup.align:
             scaled = losses if scaler is None else {k: scaler.scale(v) for k, v in losses.items()}
             total = aligned_backward(scaled, setup.params, reduce=setup.reduce, split=setup.split)
-            if scaler is not None:
-                total = total / scaler.get_scale()
+            if scaler is not None:  # the unscaled sum, without reading the scale on the host (a sync)
+                total = sum(v.mean() for v in losses.values()).detach()
         else:
             total = sum(v.mean() for v in losses.values())
             (total if scaler is None else scaler.scale(total)).backward()
@@ -93,7 +84,7 @@ class NonFiniteGuard:
         grads = [p.grad for p in params if p.grad is not None]
         # with fp16 the scaler owns overflowing gradients (it skips those steps itself)
         if grads and not scaled:
-            gnorm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+            gnorm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm([g.float() for g in grads])))
         else:
             gnorm = torch.zeros((), device=self.device)
         flags = torch.cat([~torch.isfinite(torch.stack([v.detach().float().mean() for v in losses.values()])),

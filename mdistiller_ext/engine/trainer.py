@@ -22,11 +22,12 @@ from yacs.config import CfgNode
 
 from .. import host, provenance, worklog
 from ..checkpoint import load_safe, save_atomic
-from ..config import flat_config, use_channels_last, write_config
+from ..config import flat_config, write_config
+from ..runtime import Runtime, resolve
 from ..errors import UserError
 from .evaluate import evaluate, topk_correct
 from ..methods.base import hook
-from .step import NonFiniteGuard, StepSetup, autocast_dtype, train_step
+from .step import NonFiniteGuard, StepSetup, train_step
 from . import wandb_log
 from .probe import GradProbe
 from .distributed import SINGLE, DistInfo, all_reduce_mean_, all_reduce_sum, barrier
@@ -55,25 +56,6 @@ def epoch_seed(cfg: CfgNode, epoch: int) -> int:
     return cfg.EXT.SEED * 1_000_003 + epoch
 
 
-def rng_state() -> Dict:
-    np_state = np.random.get_state()
-    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
-             "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                       "has_gauss": int(np_state[3]), "cached": float(np_state[4])}}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: Dict) -> None:
-    random.setstate(state["python"])
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def config_differences(saved: CfgNode, current: CfgNode) -> List[str]:
     a, b = flat_config(saved), flat_config(current)
     keys = sorted((set(a) | set(b)) - set(RESUME_NEUTRAL_KEYS))
@@ -97,14 +79,18 @@ class Trainer:
     def __init__(self, experiment_name: str, distiller: nn.Module, train_loader, val_loader, cfg: CfgNode,
                  device: torch.device, force_resume: bool = False, dist_info: DistInfo = SINGLE,
                  teacher_info: Optional[Dict[str, object]] = None, holdout_loader=None,
-                 teacher_store=None, data_record: Optional[Dict[str, object]] = None) -> None:
+                 teacher_store=None, data_record: Optional[Dict[str, object]] = None,
+                 runtime: Optional[Runtime] = None) -> None:
         self.cfg = cfg
+        # what every auto resolved to (runtime.resolve, once per run); a library caller may leave it out
+        self.rt = runtime if runtime is not None else resolve(cfg, world_size=dist_info.world_size,
+                                                              local_rank=dist_info.local_rank)
         self.holdout_loader = holdout_loader
         self.data_record = data_record or {}
         self.dist = dist_info
         self.teacher_info = teacher_info
-        self.channels_last = use_channels_last(cfg, device)
-        self.amp = autocast_dtype(cfg, device)
+        self.channels_last = self.rt.channels_last
+        self.amp = self.rt.amp
         if hasattr(distiller, "teacher"):
             distiller.teacher.requires_grad_(False)  # frozen; DDP then ignores it
         if dist_info.enabled and cfg.EXT.SYNC_BN:
@@ -148,7 +134,7 @@ class Trainer:
 
     def runtime(self) -> Dict[str, object]:
         """What this run's ``auto`` settings resolved to (recorded in runtime.json and the worklog)."""
-        fast = hasattr(self.train_loader, "set_epoch")
+        fast = hasattr(self.train_loader, "set_epoch")  # what the loaders are, as built from the runtime
         info = provenance.describe("mdistiller_ext engine", self.device, self.amp, self.channels_last,
                                    "device-resident (fast)" if fast else "DataLoader (PIL transforms)",
                                    "host (mdistiller)" if host.HAS_MDISTILLER else "standalone",
@@ -166,6 +152,7 @@ class Trainer:
             os.makedirs(self.log_path, exist_ok=True)
         barrier()
         epoch = self._resume() + 1 if resume else 1
+        barrier()
         first, wall0, cpu0 = epoch, time.time(), time.process_time()
         started = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(wall0))
 
@@ -240,17 +227,18 @@ class Trainer:
         if not self.dist.is_main:
             barrier()
             return
-        # checkpoints first, then the worklog: a crash in between is repaired on resume
+        # the logs first, then the checkpoint: a crash in between leaves logs of an epoch the checkpoint
+        # does not hold, which resume drops (and the epoch runs again); the other order would lose them
+        worklog.append(self._path("worklog.txt"), worklog.epoch_block(epoch, lr, values))
+        if probed is not None:
+            self._log_probe(epoch, probed)
         self._save(epoch, improved)
         for k, v in values.items():
             self.writer.add_scalar(k, v, epoch)
         self.writer.add_scalar("lr", lr, epoch)
         if self.wandb:
             wandb_log.log_epoch(lr, values, self.best_acc)
-        if probed is not None:
-            self._log_probe(epoch, probed)
         self.writer.flush()
-        worklog.append(self._path("worklog.txt"), worklog.epoch_block(epoch, lr, values))
         self._epoch_line(epoch, lr, values, time.time() - started)
         barrier()
 
@@ -325,7 +313,8 @@ class Trainer:
         bar = tqdm(total=len(loader), desc=f"{name} {epoch}", disable=None if show else True,
                    dynamic_ncols=True, leave=False)
         try:
-            return evaluate(self.distiller, loader, self._prepare, self.amp, progress=bar.update)
+            # in fp32 whatever the training precision: the best epoch is chosen on the numbers tools/eval.py reproduces
+            return evaluate(self.distiller, loader, self._prepare, None, progress=bar.update)
         finally:
             bar.close()
 
@@ -354,7 +343,7 @@ class Trainer:
         config = self.cfg.dump()
         # the data order needs no position: each epoch's order is a function of (seed, epoch)
         state = {"epoch": epoch, "model": self.distiller.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "best_acc": self.best_acc, "rng": rng_state(), "config": config,
+                 "best_acc": self.best_acc, "config": config,
                  "config_hash": hashlib.sha256(config.encode()).hexdigest(), "nonfinite_skipped": self.guard.skipped}
         student = {"model": self._student().state_dict()}
         save_atomic(state, self._path("latest"))
@@ -384,10 +373,9 @@ class Trainer:
             raise UserError(f"--resume: {path} does not fit this distiller ({str(e).splitlines()[0][:160]})") from None
         self.best_acc = float(state["best_acc"])
         self.guard.skipped = int(state.get("nonfinite_skipped", 0))
-        if "rng" in state:
-            set_rng_state(state["rng"])
         epoch = int(state["epoch"])
-        self._truncate_logs(epoch)
+        if self.dist.is_main:  # one process rewrites the logs; the others wait at the barrier in train()
+            self._truncate_logs(epoch)
         return epoch
 
     def _truncate_logs(self, epoch: int) -> None:

@@ -1,0 +1,111 @@
+"""runtime.resolve: one answer to what every ``auto`` becomes, on machines a CPU can describe (a fake
+Machine stands for GPUs), and the CUDA-facing defects it fixes, wherever a CPU can show them."""
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mdistiller_ext import registration
+from mdistiller_ext.errors import UserError
+from mdistiller_ext.fastdata import DeviceCifarLoader
+from mdistiller_ext.runtime import Machine, host_refusals, resolve, resolve_amp, resolve_device
+
+from .conftest import ROOT
+
+H100, V100 = (9, 0), (7, 0)
+
+
+def cfg_with(**ext):
+    cfg = registration.base_cfg()
+    cfg.DATASET.TYPE = "cifar100"
+    cfg.DISTILLER.TYPE = "DHKD"
+    for k, v in ext.items():
+        cfg.EXT[k] = v
+    return cfg
+
+
+def test_device_with_and_without_an_index():
+    two = Machine((H100, H100))
+    assert resolve_device("cuda", two) == torch.device("cuda", 0)  # no index: a real index, never bare "cuda"
+    assert resolve_device("cuda", two, local_rank=1, world_size=2) == torch.device("cuda", 1)
+    assert resolve_device("auto", two, local_rank=1, world_size=2) == torch.device("cuda", 1)
+    assert resolve_device("cuda:1", two) == torch.device("cuda", 1)
+    # each torchrun process sees its own single GPU (CUDA_VISIBLE_DEVICES): that is cuda:0 for all of them
+    assert resolve_device("auto", Machine((H100,)), local_rank=3, world_size=4) == torch.device("cuda", 0)
+    assert resolve_device("auto", Machine()) == torch.device("cpu")
+    assert resolve_device("cpu", two) == torch.device("cpu")
+    with pytest.raises(UserError, match="2 GPUs are visible; use cuda:0 to cuda:1"):
+        resolve_device("cuda:2", two)
+    with pytest.raises(UserError, match="every torchrun process on one GPU"):
+        resolve_device("cuda:1", two, world_size=2)
+    with pytest.raises(UserError, match="process 2 of this node has no GPU"):
+        resolve_device("auto", two, local_rank=2, world_size=3)
+    with pytest.raises(UserError, match="CUDA is not available"):
+        resolve_device("cuda", Machine())
+
+
+def test_amp_auto_takes_bf16_only_where_it_is_native():
+    assert resolve_amp("auto", torch.device("cuda", 0), Machine((H100,))) is torch.bfloat16
+    assert resolve_amp("auto", torch.device("cuda", 0), Machine(((8, 0),))) is torch.bfloat16
+    assert resolve_amp("auto", torch.device("cuda", 0), Machine((V100,))) is None  # emulated bf16: fp32
+    assert resolve_amp("auto", torch.device("cuda", 1), Machine((H100, V100))) is None
+    assert resolve_amp("auto", torch.device("cpu"), Machine()) is None
+    assert resolve_amp("fp16", torch.device("cuda", 0), Machine((V100,))) is torch.float16
+    assert resolve_amp("bf16", torch.device("cpu"), Machine()) is torch.bfloat16
+
+
+def test_one_config_one_route_with_or_without_mdistiller():
+    gpu_with_host, gpu_without = Machine((H100,), True), Machine((H100,), False)
+    a, b = resolve(cfg_with(), gpu_with_host), resolve(cfg_with(), gpu_without)
+    assert a == b and a.route == "ext" and a.amp is torch.bfloat16 and a.channels_last and a.fast_data
+    assert "runtime: this engine" in a.line() and "bf16" in a.line()
+    cpu = resolve(cfg_with(), Machine())
+    assert (cpu.device, cpu.amp, cpu.channels_last) == (torch.device("cpu"), None, False)
+
+
+def test_the_host_route_refuses_what_it_cannot_honour_and_says_what_is_missing():
+    cfg = cfg_with(ENGINE="host")
+    rt = resolve(cfg, Machine((H100,), True))
+    assert rt.route == "host" and rt.amp is None and not rt.fast_data
+    for key, value in (("AMP", "bf16"), ("COMPILE", True), ("NONFINITE", "skip"), ("DETERMINISTIC", True),
+                       ("GRAD_PROBE_EVERY", 10), ("TEACHER_CACHE", "on"), ("CHANNELS_LAST", "on")):
+        cfg = cfg_with(ENGINE="host", **{key: value})
+        assert f"EXT.{key}" in host_refusals(cfg)
+        with pytest.raises(UserError, match=f"config EXT.{key} = .* set EXT.ENGINE ext"):
+            resolve(cfg, Machine((H100,), True))
+    with pytest.raises(UserError, match="mdistiller is not installed; use EXT.ENGINE ext"):
+        resolve(cfg_with(ENGINE="host"), Machine((H100,), False))
+    with pytest.raises(UserError, match="no CUDA device; use EXT.ENGINE ext"):
+        resolve(cfg_with(ENGINE="host"), Machine((), True))
+    with pytest.raises(UserError, match="mdistiller is not installed and no CUDA device"):
+        resolve(cfg_with(ENGINE="host"), Machine())
+    with pytest.raises(UserError, match="torchrun"):
+        resolve(cfg_with(ENGINE="host"), Machine((H100, H100), True), world_size=2)
+
+
+def test_auto_takes_mdistillers_trainers_only_for_a_method_only_they_run():
+    cfg = cfg_with()
+    cfg.DISTILLER.TYPE = "CRD"
+    assert resolve(cfg, Machine((H100,), True)).route == "host"
+    with pytest.raises(UserError, match="CRD"):
+        resolve(cfg, Machine())
+
+
+@pytest.mark.parametrize("on", [False, True])
+def test_train_and_eval_batches_have_the_layout_asked_for(on):
+    x = np.random.RandomState(0).randint(0, 256, (20, 32, 32, 3)).astype(np.uint8)
+    y = np.arange(20) % 10
+    fmt = torch.channels_last if on else torch.contiguous_format
+    for train in (True, False):
+        loader = DeviceCifarLoader(x, y, 8, (0.5,) * 3, (0.25,) * 3, torch.device("cpu"), train, channels_last=on)
+        for batch in loader:
+            assert batch[0].is_contiguous(memory_format=fmt), (train, batch[0].stride())
+
+
+def test_torch_floor_covers_the_apis_used():
+    # torch.amp.GradScaler (in annotations and the engine) needs 2.3; Module.compile 2.2
+    floors = [re.search(r"torch>=([\d.]+)", (ROOT / f).read_text()).group(1) for f in ("requirements.txt", "pyproject.toml")]
+    assert floors[0] == floors[1] and tuple(int(p) for p in floors[0].split(".")) >= (2, 3)
+    assert "torch.amp.GradScaler" in (ROOT / "mdistiller_ext/engine/step.py").read_text()
