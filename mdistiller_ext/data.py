@@ -360,13 +360,18 @@ def get_loaders(cfg: CfgNode, generator: torch.Generator = None, device: torch.d
 
         sampler = DistributedSampler(train, world_size, rank, shuffle=True, seed=cfg.EXT.SEED, drop_last=True)
         train_loader = DataLoader(train, batch_size=max(1, cfg.SOLVER.BATCH_SIZE // world_size), sampler=sampler,
-                                  num_workers=workers, generator=generator, pin_memory=pin)
+                                  num_workers=workers, generator=generator, pin_memory=pin, persistent_workers=workers > 0)
     else:
         train_loader = DataLoader(train, batch_size=cfg.SOLVER.BATCH_SIZE, shuffle=True, num_workers=workers,
-                                  generator=generator, pin_memory=pin)
+                                  generator=generator, pin_memory=pin, persistent_workers=workers > 0)
 
     def evaluation(ds: Dataset) -> DataLoader:
-        return DataLoader(ds, batch_size=cfg.DATASET.TEST.BATCH_SIZE, shuffle=False, num_workers=workers)
+        if world_size > 1:  # each process evaluates every world_size-th image; the engine sums over processes
+            from torch.utils.data import Subset
+
+            ds = Subset(ds, range(rank, len(ds), world_size))
+        return DataLoader(ds, batch_size=cfg.DATASET.TEST.BATCH_SIZE, shuffle=False, num_workers=workers,
+                          persistent_workers=workers > 0)
 
     return Loaders(train_loader, evaluation(val), evaluation(holdout) if holdout is not None else None,
                    len(train), num_classes, record)

@@ -49,6 +49,9 @@ class DeviceCifarLoader:
                  std: Sequence[float], device: torch.device, train: bool, seed: int = 0,
                  rank: int = 0, world_size: int = 1, channels_last: bool = False,
                  origin: Optional[np.ndarray] = None) -> None:
+        if not train and world_size > 1:  # evaluation: each process takes every world_size-th image
+            origin = (np.arange(len(labels)) if origin is None else np.asarray(origin))[rank::world_size]
+            images, labels = images[rank::world_size], np.asarray(labels)[rank::world_size]
         self.images = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous().to(device)
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
         self.batch_size, self.train, self.device = batch_size, train, device

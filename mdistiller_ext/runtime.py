@@ -184,6 +184,8 @@ def resolve(cfg: CfgNode, machine: Optional[Machine] = None, local_rank: int = 0
             raise UserError(refused)
         # mdistiller's trainers: fp32, contiguous, its own DataLoaders, DataParallel over the visible GPUs
         return Runtime("host", why, device, None, False, False, False, 1)
+    if cfg.EXT.SYNC_BN and device.type != "cuda":
+        raise UserError("config EXT.SYNC_BN needs CUDA devices (torch's SyncBatchNorm runs on GPUs only); set it to False")
     return Runtime("ext", why, device, resolve_amp(cfg.EXT.AMP, device, machine), channels_last_for(cfg, device),
                    fast_data_for(cfg), bool(cfg.EXT.COMPILE), world_size)
 

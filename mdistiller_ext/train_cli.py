@@ -181,6 +181,8 @@ def run(argv: Optional[List[str]] = None) -> float:
     validate_values(cfg)
     rt = resolve(cfg, local_rank=int(os.environ.get("LOCAL_RANK", "0")), world_size=world)
     device, host_engine = rt.device, rt.host
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(rt.line(), flush=True)  # the run's first line: what every auto became
     validate(cfg, standalone_engine=not host_engine)
     if world > 1 and cfg.EXT.GRAD_PROBE_EVERY > 0:
         raise UserError("config EXT.GRAD_PROBE_EVERY runs in a single process; set it to 0 under torchrun")
@@ -234,7 +236,6 @@ def run(argv: Optional[List[str]] = None) -> float:
             from .teachers import summary_line
 
             print(summary_line(teacher))
-        print(rt.line())
         print(f"run directory: {log_path} | engine: {'mdistiller' if host_engine else 'mdistiller_ext'} | device: {device}"
               + (f" x {dist_info.world_size} processes" if dist_info.enabled else ""))
     store = None

@@ -106,3 +106,8 @@ def test_torchrun_two_processes_end_to_end(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     log = worklog.read(str(tmp_path / "out/cifar10_dhkd/dhkd,resnet20,resnet8/worklog.txt"))
     assert list(log.epochs) == [1, 2, 3] and log.finished
+    # each process evaluated half of the test split; the sums over both are the whole split's numbers
+    e = subprocess.run([sys.executable, str(ROOT / "tools/eval.py"), "-c", "out/cifar10_dhkd/dhkd,resnet20,resnet8/student_latest"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert e.returncode == 0, e.stderr
+    assert f"head main: top-1 {log.epochs[3]['test_acc']:.2f}" in e.stdout

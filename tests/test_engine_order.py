@@ -56,14 +56,18 @@ def test_test_accuracy_is_computed_in_fp32_whatever_the_training_precision(tmp_p
 
 
 @pytest.mark.slow
-def test_compile_runs_through_the_engine_on_the_cpu(tmp_path):
+def test_compile_runs_through_the_engine_on_the_cpu_with_alignment_and_the_probe(tmp_path):
+    from mdistiller_ext.methods.dhkd import DHKD
+
     cfg = registration.base_cfg()
     cfg.SOLVER.EPOCHS = 1
     cfg.EXT.COMPILE = True
-    trainer = trainer_for(Recording(resnet8(), resnet8(1), cfg), cfg, tmp_path)
+    cfg.SOLVER.TRAINER = "align"
+    cfg.EXT.GRAD_PROBE_EVERY = 2  # both differentiate the compiled graph twice
+    trainer = trainer_for(DHKD(resnet8(), resnet8(1).eval(), cfg), cfg, tmp_path)
     trainer.train()
     log = worklog.read(str(tmp_path / "run" / "worklog.txt"))
-    assert log.finished and log.epochs[1]["train_loss"] == log.epochs[1]["train_loss"]
+    assert log.finished and log.epochs[1]["train_loss"] == log.epochs[1]["train_loss"] and "grad_cos" in log.epochs[1]
     # in place: the checkpoint's keys are the plain modules'
     keys = torch.load(tmp_path / "run" / "student_latest", weights_only=True)["model"].keys()
     assert not any("_orig_mod" in k for k in keys)

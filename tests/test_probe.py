@@ -104,3 +104,16 @@ def test_probe_does_not_change_training(tmp_path):
     assert r.returncode == 0, r.stderr
     with open(runs[1] / "grad_probe.csv") as f:
         assert [int(row["epoch"]) for row in csv.DictReader(f)] == [1] * 4 + [2] * 4
+
+
+def test_the_probe_scales_fp16_losses_and_measures_the_same_cosine_and_ratio():
+    torch.manual_seed(0)
+    student = host.cifar_model_dict["resnet8"][0](num_classes=10)
+    x, y = torch.randn(6, 3, 32, 32), torch.randint(0, 10, (6,))
+    logits, _ = student(x)
+    losses = {"loss_ce": torch.nn.functional.cross_entropy(logits, y), "loss_kd": (logits ** 2).mean() * 1e-3}
+    plain, scaled = GradProbe(1, student), GradProbe(1, student, scaler=torch.amp.GradScaler("cpu", init_scale=2.0 ** 12))
+    plain.measure(0, losses)
+    scaled.measure(0, losses)
+    a, b = plain.take_epoch(), scaled.take_epoch()
+    assert a["cos"] == pytest.approx(b["cos"], rel=1e-9) and a["ratio"] == pytest.approx(b["ratio"], rel=1e-9)

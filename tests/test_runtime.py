@@ -85,6 +85,12 @@ def test_the_host_route_refuses_what_it_cannot_honour_and_says_what_is_missing()
         resolve(cfg_with(ENGINE="host"), Machine((H100, H100), True), world_size=2)
 
 
+def test_sync_bn_is_refused_where_torch_cannot_run_it():
+    with pytest.raises(UserError, match="EXT.SYNC_BN needs CUDA"):
+        resolve(cfg_with(SYNC_BN=True), Machine())
+    assert resolve(cfg_with(SYNC_BN=True), Machine((H100, H100)), world_size=2).device == torch.device("cuda", 0)
+
+
 def test_auto_takes_mdistillers_trainers_only_for_a_method_only_they_run():
     cfg = cfg_with()
     cfg.DISTILLER.TYPE = "CRD"

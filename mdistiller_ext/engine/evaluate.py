@@ -18,10 +18,12 @@ def topk_correct(logits: torch.Tensor, target: torch.Tensor, ks=(1, 5)) -> torch
 
 @torch.no_grad()
 def evaluate(distiller: nn.Module, batches: Iterable, prepare: Callable, amp: Optional[torch.dtype] = None,
-             progress: Optional[Callable[[], None]] = None) -> Dict[str, float]:
+             progress: Optional[Callable[[], None]] = None,
+             reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> Dict[str, float]:
     """test_acc, test_acc_top5, test_loss of the main head and test_acc_<head> (and _top5) of the others.
 
-    Sums stay on the device; the host reads them once at the end.
+    Sums stay on the device; the host reads them once at the end. ``reduce`` (torch.distributed: a sum
+    over processes) joins the sums of processes that each evaluated a shard of the split.
     """
     distiller.eval()
     heads_fn = hook(distiller, "forward_test_heads")
@@ -40,6 +42,15 @@ def evaluate(distiller: nn.Module, batches: Iterable, prepare: Callable, amp: Op
         if progress is not None:
             progress()
     out = OrderedDict()
+    if reduce is not None:  # every process ends with the whole split's numbers
+        names = sorted(sums)
+        device = sums[names[0]].device if names else torch.device("cpu")
+        flat = torch.cat([sums[k] for k in names] + [torch.stack([torch.as_tensor(loss_sum if loss_sum is not None else 0.0,
+                                                                                  device=device, dtype=torch.float32),
+                                                                  torch.tensor(float(n), device=device)])])
+        flat = reduce(flat)
+        sums = {k: flat[2 * i:2 * i + 2] for i, k in enumerate(names)}
+        loss_sum, n = flat[-2], int(flat[-1].item())
     if not sums:
         return out
     scale = 100.0 / max(n, 1)

@@ -42,9 +42,13 @@ def conflict(ce: torch.Tensor, kd: torch.Tensor, params: List[torch.Tensor]) -> 
 class GradProbe:
     """Measures every ``every`` steps; ``take_epoch()`` returns the epoch's records and their means."""
 
-    def __init__(self, every: int, student: nn.Module, split: Callable = split_by_names) -> None:
+    def __init__(self, every: int, student: nn.Module, split: Callable = split_by_names,
+                 scaler: Optional[torch.amp.GradScaler] = None) -> None:
         self.every = every
         self.split = split  # the distiller's declared split_losses
+        # fp16: both losses are multiplied by the loss scale before differentiating, as training's backward
+        # is, so small gradients do not underflow; the cosine and the norm ratio do not change with the scale
+        self.scaler = scaler
         self.params = shared_parameters(student)
         self._steps: List[int] = []
         self._values: List[torch.Tensor] = []
@@ -57,6 +61,8 @@ class GradProbe:
         if split is None:
             return  # nothing to split (vanilla training)
         ce, kd = split
+        if self.scaler is not None:
+            ce, kd = self.scaler.scale(ce), self.scaler.scale(kd)
         self._steps.append(step)
         self._values.append(conflict(ce, kd, self.params).detach())
 

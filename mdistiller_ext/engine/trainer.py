@@ -97,6 +97,13 @@ class Trainer:
             distiller.student = nn.SyncBatchNorm.convert_sync_batchnorm(distiller.student)
         self.distiller = distiller.to(device, memory_format=torch.channels_last) if self.channels_last else distiller.to(device)
         if cfg.EXT.COMPILE:
+            if cfg.SOLVER.TRAINER == "align" or cfg.EXT.GRAD_PROBE_EVERY > 0:
+                # alignment and the probe differentiate the graph twice (retain_graph); compiled backwards
+                # donate their buffers unless told not to (torch's own advice in the error it raises)
+                import torch._functorch.config as functorch_config
+
+                if hasattr(functorch_config, "donated_buffer"):
+                    functorch_config.donated_buffer = False
             # in place, so state_dict keys (and checkpoints) stay those of the plain modules
             for module in self.distiller.children():
                 module.compile()
@@ -130,7 +137,7 @@ class Trainer:
         self.best_acc = -1.0
         self.writer = None
         every = cfg.EXT.GRAD_PROBE_EVERY
-        self.probe = GradProbe(every, self.distiller.student, self.setup.split) if every > 0 else None
+        self.probe = GradProbe(every, self.distiller.student, self.setup.split, self.setup.scaler) if every > 0 else None
 
     def runtime(self) -> Dict[str, object]:
         """What this run's ``auto`` settings resolved to (recorded in runtime.json and the worklog)."""
@@ -314,7 +321,8 @@ class Trainer:
                    dynamic_ncols=True, leave=False)
         try:
             # in fp32 whatever the training precision: the best epoch is chosen on the numbers tools/eval.py reproduces
-            return evaluate(self.distiller, loader, self._prepare, None, progress=bar.update)
+            return evaluate(self.distiller, loader, self._prepare, None, progress=bar.update,
+                            reduce=all_reduce_sum if self.dist.enabled else None)
         finally:
             bar.close()
 
