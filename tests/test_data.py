@@ -91,6 +91,12 @@ def test_imagenet_image_folder(tmp_path):
     train, val, c = build_datasets(cfg_for("imagenet", tmp_path))
     img, target, idx = train[3]
     assert img.shape == (3, 224, 224) and c == 2 and idx == 3 and val[0][0].shape == (3, 224, 224)
+    # under torchrun each process evaluates its own shard of the val set (the engine sums over them)
+    from mdistiller_ext.data import get_loaders
+
+    shards = [get_loaders(cfg_for("imagenet", tmp_path), rank=r, world_size=2).test for r in (0, 1)]
+    assert [len(s.dataset) for s in shards] == [2, 2]
+    assert sorted(shards[0].dataset.indices) + sorted(shards[1].dataset.indices) == [0, 2, 1, 3]
 
 
 def test_concurrent_cache_builds_do_not_collide(tmp_path):

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from mdistiller_ext import worklog
 from mdistiller_ext.engine.wandb_log import tags_of
@@ -121,3 +122,13 @@ def test_without_wandb_one_line_and_training_goes_on(work, tmp_path):
     run = work / ("output/cifar10_dhkd/nowandb,EXT.DATA_ROOT:.,SOLVER.EPOCHS:2,SOLVER.BATCH_SIZE:16,"
                   "EXT.PROGRESS:False,DATASET.TEST.BATCH_SIZE:32,LOG.WANDB:True,EXPERIMENT.TAG:nowandb")
     assert worklog.read(run / "worklog.txt").finished
+
+
+def test_eval_device_auto_is_this_machines_not_the_training_configs(work, tmp_path):
+    run = run_dir(work, "dhkd")
+    cfg = (run / "config.yaml").read_text().replace("DEVICE: auto", "DEVICE: cuda:3")  # trained on a GPU box
+    assert "DEVICE: cuda:3" in cfg
+    (tmp_path / "gpu_config.yaml").write_text(cfg)
+    r = evaluate(work, "-c", str(run / "student_best"), "--cfg", str(tmp_path / "gpu_config.yaml"))
+    assert r.returncode == 0, r.stderr
+    assert "device: cpu" in r.stdout or torch.cuda.is_available()
