@@ -106,6 +106,19 @@ def _coerce(key: str, value: Any, default: Any, where: str) -> Any:
 
 
 def _unknown(key: str, known: List[str], where: str) -> UserError:
+    # a key of the same node first (DHKD.TEMPERATUR -> DHKD.T, not KD.TEMPERATURE, which DHKD never reads)
+    node = key.rsplit(".", 1)[0] + "." if "." in key else ""
+    leaves = [k[len(node):] for k in known if node and k.startswith(node)]
+    leaf = key[len(node):]
+    if leaves:
+        strong = difflib.get_close_matches(leaf, leaves, n=1, cutoff=0.6)
+        if strong:
+            return UserError(f"{where}unknown config key {key}; did you mean {node}{strong[0]}?")
+        # a spelled-out name of an abbreviated key (TEMPERATUR -> T) before the closest spelling
+        prefixes = sorted((k for k in leaves if leaf.startswith(k) or k.startswith(leaf)), key=len, reverse=True)
+        best = prefixes or difflib.get_close_matches(leaf, leaves, n=1, cutoff=0.0)
+        return UserError(f"{where}unknown config key {key}; did you mean {node}{best[0]}? ({node[:-1]} has "
+                         f"{', '.join(sorted(leaves))})")
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]}?" if close else "; see the README's option tables"
     return UserError(f"{where}unknown config key {key}{hint}")

@@ -134,10 +134,13 @@ def _route(cfg: CfgNode, machine: Machine, device: "torch.device", world_size: i
         return "ext", "EXT.ENGINE auto: this engine runs every method but those only mdistiller's trainers run"
     missing = [what for what, ok in (("mdistiller is not installed", machine.has_mdistiller),
                                      ("no CUDA device", device.type == "cuda")) if not ok]
-    asked = "EXT.ENGINE host" if wanted else f"EXT.ENGINE auto with {cfg.DISTILLER.TYPE} (mdistiller's trainers only)"
+    asked = "EXT.ENGINE host" if wanted else f"DISTILLER.TYPE {cfg.DISTILLER.TYPE}"
+    if missing and only_host:
+        raise UserError(f"DISTILLER.TYPE {cfg.DISTILLER.TYPE} runs only through mdistiller's own trainer, which requires "
+                        f"mdistiller and a CUDA device: {' and '.join(missing)}")
     if missing:
-        raise UserError(f"{asked} needs mdistiller's trainers, which need mdistiller installed and a CUDA device: "
-                        f"{' and '.join(missing)}" + ("; use EXT.ENGINE ext" if not only_host else ""))
+        raise UserError(f"EXT.ENGINE host needs mdistiller's trainers, which need mdistiller installed and a CUDA device: "
+                        f"{' and '.join(missing)}; use EXT.ENGINE ext")
     if world_size > 1:
         raise UserError(f"{asked} cannot run under torchrun (mdistiller uses DataParallel); run one process")
     return "host", asked

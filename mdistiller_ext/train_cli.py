@@ -100,6 +100,12 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     return args
 
 
+def unread_overrides(cfg: CfgNode, opts: List[str]) -> List[str]:
+    """Overridden keys of another method's node (KD.TEMPERATURE in a DHKD run): accepted, never read."""
+    return [k for k in opts[::2] if "." in k and k.split(".")[0] != cfg.DISTILLER.TYPE
+            and registry.find(k.split(".")[0]) is not None]
+
+
 def _check_run_dir(log_path: str, overwrite: bool) -> None:
     """A fresh run: refuse to mix with an existing run unless --overwrite; check the folder can be written
     (without creating it yet, so that a run failing before its first step leaves nothing behind)."""
@@ -173,6 +179,9 @@ def run(argv: Optional[List[str]] = None) -> float:
     from .validate import validate, validate_values
 
     cfg, name = resolve_run(args)
+    for key in unread_overrides(cfg, args.opts):
+        print(f"warning: {key} is set, but DISTILLER.TYPE {cfg.DISTILLER.TYPE} does not read the {key.split('.')[0]} "
+              "node", file=sys.stderr)
     if cfg.EXT.DETERMINISTIC:  # cuBLAS reads it when CUDA starts: before anything touches CUDA
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     if cfg.EXT.THREADS > 0:

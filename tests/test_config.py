@@ -158,3 +158,13 @@ def test_integers_are_accepted_for_float_keys_in_files_and_overrides(tmp_path):
     path.write_text("SOLVER: {EPOCHS: many}\n")
     with pytest.raises(UserError, match="SOLVER.EPOCHS = 'many' has the wrong type: expected an integer"):
         load_config(str(path), [])
+
+
+def test_an_unknown_key_is_matched_in_its_own_node_first():
+    from mdistiller_ext.train_cli import load_config, unread_overrides
+
+    cfg_file = str(ROOT / "configs" / "cifar10" / "dhkd" / "res20_res8.yaml")
+    with pytest.raises(UserError, match=r"unknown config key DHKD.TEMPERATUR; did you mean DHKD.T\? \(DHKD has .*T\b"):
+        load_config(cfg_file, ["DHKD.TEMPERATUR", "4"])
+    cfg = load_config(cfg_file, ["KD.TEMPERATURE", "4", "DHKD.T", "3", "SOLVER.EPOCHS", "2"])
+    assert unread_overrides(cfg, ["KD.TEMPERATURE", "4", "DHKD.T", "3", "SOLVER.EPOCHS", "2"]) == ["KD.TEMPERATURE"]
