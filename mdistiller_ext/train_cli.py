@@ -89,6 +89,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                         "found from --cfg and the overrides")
     p.add_argument("--force-resume", action="store_true", help="resume even if the config differs from the checkpoint's")
     p.add_argument("--overwrite", action="store_true", help="start again in an existing run directory")
+    p.add_argument("--check", action="store_true",
+                   help="validate the config and run one forward/backward of the distiller on a fake batch, without "
+                        "data, teacher file or output; exit 0, or one line saying what is wrong")
     # take_plugins has consumed these already (a plug-in's keys must exist before parsing); listed for --help
     p.add_argument("--plugin", action="append", metavar="FILE_OR_MODULE",
                    help="load a method module from outside the package (see the README's 'Adding a method'); repeatable")
@@ -170,7 +173,7 @@ def resolve_run(args: argparse.Namespace) -> Tuple[CfgNode, str]:
                     "or name the run: --resume RUN_DIR")
 
 
-def run(argv: Optional[List[str]] = None) -> float:
+def run(argv: Optional[List[str]] = None) -> Optional[float]:
     args = parse_args(argv)  # before torch loads: --help answers at once
     import torch
 
@@ -178,6 +181,8 @@ def run(argv: Optional[List[str]] = None) -> float:
     from .runtime import resolve
     from .validate import validate, validate_values
 
+    if args.check:
+        return check(args)
     cfg, name = resolve_run(args)
     for key in unread_overrides(cfg, args.opts):
         print(f"warning: {key} is set, but DISTILLER.TYPE {cfg.DISTILLER.TYPE} does not read the {key.split('.')[0]} "
@@ -276,6 +281,55 @@ def run(argv: Optional[List[str]] = None) -> float:
     return best
 
 
+def check(args: argparse.Namespace) -> None:
+    """--check: everything a run decides before its first step, on a fake batch; writes nothing."""
+    import torch
+
+    from .builders import build_distiller, build_model, teacher_path
+    from .data import NUM_CLASSES
+    from .runtime import resolve
+    from .validate import validate, validate_values
+
+    cfg = load_config(args.cfg or os.path.join(args.run_dir, "config.yaml"), args.opts)
+    validate_values(cfg)
+    rt = resolve(cfg)
+    validate(cfg, standalone_engine=not rt.host)
+    classes = NUM_CLASSES.get(cfg.DATASET.TYPE, 200)
+    method = registry.find(cfg.DISTILLER.TYPE)
+    random_teacher = False
+    if method is None or method.needs_teacher:
+        try:
+            random_teacher = teacher_path(cfg) is None  # ImageNet's pretrained teachers come through mdistiller
+            why = "ImageNet's pretrained teacher is not loaded by a check"
+        except UserError as e:
+            random_teacher, why = True, str(e).split(";")[0]
+        if random_teacher:
+            print(f"check: no teacher file ({why}); a randomly initialised teacher stands in")
+    if random_teacher:
+        cfg.defrost()
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:  # the stand-in teacher lives only for the build
+            path = os.path.join(tmp, "teacher.pth")
+            torch.save({"model": build_model(cfg.DISTILLER.TEACHER, cfg.DATASET.TYPE, classes).state_dict()}, path)
+            cfg.EXT.TEACHER_CKPT = path
+            distiller, _ = build_distiller(cfg, classes, 64, host_classes=rt.host)
+    else:
+        distiller, _ = build_distiller(cfg, classes, 64, host_classes=rt.host)
+    size = 224 if cfg.DATASET.TYPE == "imagenet" else 32
+    g = torch.Generator().manual_seed(0)
+    image, target = torch.randn(2, 3, size, size, generator=g), torch.randint(0, classes, (2,), generator=g)
+    distiller.train()
+    logits, losses = distiller(image=image, target=target, epoch=1, index=torch.arange(2),
+                               contrastive_index=torch.zeros(2, 1, dtype=torch.long))
+    total = sum(v.mean() for v in losses.values())
+    total.backward()
+    if not torch.isfinite(total):
+        raise UserError(f"check: the fake batch's loss is {float(total)} ({', '.join(losses)})")
+    print(f"check passed: {cfg.DISTILLER.TYPE} {cfg.DISTILLER.TEACHER} -> {cfg.DISTILLER.STUDENT} on {cfg.DATASET.TYPE}, "
+          f"losses {', '.join(f'{k} {float(v.detach().mean()):.4f}' for k, v in losses.items())}; {rt.line()}")
+
+
 class Interrupted(Exception):
     pass
 
@@ -323,6 +377,8 @@ def train_with_host(cfg: CfgNode, name: str, distiller: torch.nn.Module, train_l
 def main(argv: Optional[List[str]] = None) -> int:
     try:
         best = run(argv)
+        if best is None:
+            return 0
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

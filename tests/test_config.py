@@ -168,3 +168,16 @@ def test_an_unknown_key_is_matched_in_its_own_node_first():
         load_config(cfg_file, ["DHKD.TEMPERATUR", "4"])
     cfg = load_config(cfg_file, ["KD.TEMPERATURE", "4", "DHKD.T", "3", "SOLVER.EPOCHS", "2"])
     assert unread_overrides(cfg, ["KD.TEMPERATURE", "4", "DHKD.T", "3", "SOLVER.EPOCHS", "2"]) == ["KD.TEMPERATURE"]
+
+
+@pytest.mark.parametrize("config", ["cifar100/dhkd/res32x4_res8x4", "cifar100/aekt/res56_res20", "imagenet/r34_r18/dhkd",
+                                    "cifar10/kd/res20_res8"])
+def test_check_builds_and_steps_a_config_without_data_teacher_or_output(tmp_path, config):
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "train.py"), "--cfg", str(ROOT / "configs" / f"{config}.yaml"),
+                        "--check"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "a randomly initialised teacher stands in" in r.stdout and "check passed:" in r.stdout
+    assert list(tmp_path.iterdir()) == []  # no data, no output, no cache
+    bad = subprocess.run([sys.executable, str(ROOT / "tools" / "train.py"), "--cfg", str(ROOT / "configs" / f"{config}.yaml"),
+                          "--check", "SOLVER.LR", "-1.0"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "SOLVER.LR = -1.0 is invalid" in bad.stderr
