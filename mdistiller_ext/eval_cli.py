@@ -63,6 +63,13 @@ def build(args: argparse.Namespace) -> Tuple[torch.nn.Module, CfgNode, str]:
     from .builders import build_distiller, build_model
     from .data import NUM_CLASSES
 
+    if os.path.isdir(args.ckpt):  # a run directory: its best student, as the host's eval would be pointed at
+        best = os.path.join(args.ckpt, "student_best")
+        if not os.path.isfile(best):
+            held = sorted(f for f in os.listdir(args.ckpt) if f.startswith(("student_", "latest", "best", "epoch_")))
+            raise UserError(f"{args.ckpt} is a folder without student_best; give a checkpoint file"
+                            + (f" (it holds {', '.join(held)})" if held else ""))
+        args.ckpt = best
     state = load_safe(args.ckpt)
     sd, whole = _weights(state)
     cfg = _run_config(args, state)

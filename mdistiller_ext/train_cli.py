@@ -342,7 +342,8 @@ def _interrupted_message(log_path: str) -> str:
     from .checkpoint import load_safe
 
     epoch = load_safe(latest).get("epoch", "?")
-    return f"interrupted: epochs 1-{epoch} are saved in {latest}; continue with --resume {log_path}"
+    saved = "epoch 1 is" if epoch == 1 else f"epochs 1-{epoch} are"
+    return f"interrupted: {saved} saved in {latest}; continue with --resume {log_path}"
 
 
 def train_with_host(cfg: CfgNode, name: str, distiller: torch.nn.Module, train_loader, val_loader,

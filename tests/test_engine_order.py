@@ -71,3 +71,17 @@ def test_compile_runs_through_the_engine_on_the_cpu_with_alignment_and_the_probe
     # in place: the checkpoint's keys are the plain modules'
     keys = torch.load(tmp_path / "run" / "student_latest", weights_only=True)["model"].keys()
     assert not any("_orig_mod" in k for k in keys)
+
+
+def test_without_a_terminal_a_progress_line_comes_during_the_epoch(tmp_path, monkeypatch, capsys):
+    from mdistiller_ext.engine import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "LOG_SECONDS", 0.0)
+    monkeypatch.setattr(trainer_module, "CHECK_EVERY", 1)
+    cfg = registration.base_cfg()
+    cfg.SOLVER.EPOCHS = 1
+    trainer = trainer_for(Recording(resnet8(), resnet8(1), cfg), cfg, tmp_path)
+    cfg.EXT.PROGRESS = True
+    trainer.train()
+    out = capsys.readouterr().out
+    assert "epoch 1 step 1/3 | loss " in out and "images/s" in out and "epoch 1/1 |" in out

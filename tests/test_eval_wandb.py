@@ -132,3 +132,13 @@ def test_eval_device_auto_is_this_machines_not_the_training_configs(work, tmp_pa
     r = evaluate(work, "-c", str(run / "student_best"), "--cfg", str(tmp_path / "gpu_config.yaml"))
     assert r.returncode == 0, r.stderr
     assert "device: cpu" in r.stdout or torch.cuda.is_available()
+
+
+def test_eval_accepts_a_run_directory(work, tmp_path):
+    run = run_dir(work, "dhkd")
+    r = evaluate(work, "-c", str(run))
+    assert r.returncode == 0, r.stderr
+    assert head_top1(r.stdout, "main") == pytest.approx(worklog.read(run / "worklog.txt").best_acc, abs=0.01)
+    (tmp_path / "epoch_3").write_bytes(b"x")
+    r = evaluate(work, "-c", str(tmp_path))
+    assert r.returncode == 2 and "folder without student_best" in r.stderr and "epoch_3" in r.stderr

@@ -10,6 +10,7 @@ import functools
 import hashlib
 import os
 import random
+import sys
 import time
 from collections import OrderedDict
 from typing import Dict, List, Optional, Tuple
@@ -37,6 +38,7 @@ from .distributed import SINGLE, DistInfo, all_reduce_mean_, all_reduce_sum, bar
 RESUME_NEUTRAL_KEYS = provenance.NUMBER_NEUTRAL_KEYS + ("SOLVER.EPOCHS", "EXT.DEVICE", "EXT.ENGINE")
 CHECK_EVERY = 50  # steps between progress-bar refreshes and non-finite checks (each one syncs) ...
 REFRESH_SECONDS = 5.0  # ... or sooner when this much time has passed, however few the steps
+LOG_SECONDS = 60.0  # without a terminal (logs of sweeps, nohup, CI): a progress line at most this often
 
 
 def learning_rate(epoch: int, cfg: CfgNode) -> float:
@@ -168,7 +170,8 @@ class Trainer:
 
         if main and resume:
             print(f"resuming {self.log_path} after epoch {epoch - 1} (best so far {self.best_acc:.2f}); "
-                  f"epochs {epoch}-{self.cfg.SOLVER.EPOCHS} to go", flush=True)
+                  + (f"epoch {epoch} to go" if epoch == self.cfg.SOLVER.EPOCHS else f"epochs {epoch}-{self.cfg.SOLVER.EPOCHS} to go"),
+                  flush=True)
         if main:
             if resume:  # accepted: the directory now describes the run as it goes on (e.g. more epochs)
                 write_config(self.log_path, self.cfg)
@@ -275,7 +278,8 @@ class Trainer:
         show = self.cfg.EXT.PROGRESS and self.dist.is_main
         bar = tqdm(total=len(self.train_loader), desc=f"epoch {epoch}", disable=None if show else True,
                    dynamic_ncols=True, leave=False)
-        refreshed = time.monotonic()
+        refreshed = logged = started = time.monotonic()
+        terminal = sys.stderr.isatty()
         steps = len(self.train_loader)
         for step, batch in enumerate(self.train_loader):
             image, target = self._prepare(batch)
@@ -298,6 +302,10 @@ class Trainer:
                 self._check_finite(epoch)
                 s = sums.tolist()
                 bar.set_postfix(loss=f"{s[0] / max(seen, 1):.4f}", top1=f"{100 * s[1] / max(seen, 1):.2f}")
+                if show and not terminal and now - logged >= LOG_SECONDS:
+                    logged = now
+                    print(f"epoch {epoch} step {step + 1}/{steps} | loss {s[0] / max(seen, 1):.4f} | "
+                          f"{seen / (now - started):.0f} images/s", flush=True)
         bar.close()
         self._check_finite(epoch)
         # the sample count joins the device sums only once, for the cross-process reduction
