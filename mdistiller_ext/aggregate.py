@@ -89,6 +89,20 @@ def _identity(path: str, dataset_hint: Optional[str]) -> RunResult:
                      config={"run name": SEED_IN_NAME.sub("", name)}, tag=SEED_IN_NAME.sub("", name), runtime=runtime)
 
 
+def find_runs(folders) -> List[str]:
+    """The run directories in or below ``folders`` (a run holds a worklog.txt or a config.yaml), so that
+    ``--runs output`` and ``--runs 'output/*'`` find the runs inside project folders."""
+    found = set()
+    for folder in folders:
+        if any(os.path.isfile(os.path.join(folder, f)) for f in ("worklog.txt", "config.yaml")):
+            found.add(os.path.normpath(folder))
+            continue
+        for root, _, files in os.walk(folder):
+            if "worklog.txt" in files or "config.yaml" in files:
+                found.add(os.path.normpath(root))
+    return sorted(found)
+
+
 def read_run(path: str, dataset_hint: Optional[str] = None) -> RunResult:
     r = _identity(path, dataset_hint)
     log_path = os.path.join(path, "worklog.txt")

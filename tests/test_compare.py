@@ -410,3 +410,18 @@ def test_a_failed_teacher_fails_its_students_without_running_them(tmp_path, monk
     assert set(t) == {"teacher", "alone"} and [s.run_dir for s in report["ran"]] == [str(tmp_path / "runs" / "alone")]
     with pytest.raises(Exception, match="at least 1"):
         sweep.execute([], str(tmp_path / "logs"), jobs=0)
+
+
+def test_runs_are_found_below_project_folders_and_an_empty_input_writes_nothing(tmp_path):
+    for project, run in (("cifar10_kd", "kd,resnet20,resnet8"), ("cifar10_dkd", "dkd,resnet20,resnet8")):
+        d = tmp_path / "output" / project / run
+        d.mkdir(parents=True)
+        (d / "worklog.txt").write_text(epoch_block(1, 0.05, {"test_acc": 50.0}) + best_line(50.0))
+    expected = sorted(str(p) for p in (tmp_path / "output").glob("*/*"))
+    assert aggregate.find_runs([str(tmp_path / "output")]) == expected
+    assert aggregate.find_runs(str(p) for p in (tmp_path / "output").glob("*")) == expected
+    assert aggregate.find_runs(expected) == expected
+    (tmp_path / "empty").mkdir()
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "compare.py"), "--runs", str(tmp_path / "empty"),
+                        "--out", str(tmp_path / "report")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "no run directories match" in r.stderr and not (tmp_path / "report").exists()

@@ -87,11 +87,11 @@ def parse(argv=None):
 
 
 def report(results, refs, out: str, pool_runtimes: bool = False) -> None:
-    os.makedirs(out, exist_ok=True)
     rows = aggregate.summarize(results, refs, pool_runtimes)
     others = [r for r in results if r.status != "finished"]
-    if not rows:
+    if not rows:  # nothing is written, not even the --out folder
         raise UserError("no finished runs to compare" + (f"; {len(others)} unfinished" if others else ""))
+    os.makedirs(out, exist_ok=True)
     text = aggregate.write_markdown(rows, others, refs, os.path.join(out, "comparison.md"))
     aggregate.write_csv(rows, os.path.join(out, "comparison.csv"))
     aggregate.plot_bars(rows, os.path.join(out, "bars.png"))
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
             registration.add_plugins(args.plugin)
         refs = reference.load(args.reference)
         if args.runs:
-            dirs = sorted({d for pattern in args.runs for d in glob.glob(pattern) if os.path.isdir(d)})
+            dirs = aggregate.find_runs(d for pattern in args.runs for d in glob.glob(pattern) if os.path.isdir(d))
             if not dirs:
                 raise UserError(f"no run directories match {' '.join(args.runs)}")
             aggregate.check_report_dir(args.out, args.replace_report)
