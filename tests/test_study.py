@@ -21,9 +21,13 @@ CONFIGS = {  # study config -> (shipped config, keys it may change)
     "aekt": ("aekt/res20_res8", STUDENT | {"AEKT.WARMUP"}),
     "dhkd_one_head_bkl": ("dhkd/res20_res8", STUDENT | {"DHKD.HEAD", "DHKD.LOSS"}),
     "dhkd_align": ("dhkd/res20_res8", STUDENT | {"SOLVER.TRAINER"}),
-    "aekt_ratio_none": ("aekt/res20_res8", STUDENT | {"AEKT.WARMUP", "AEKT.RATIO_MODE"}),
-    "aekt_serial_none": ("aekt/res20_res8", STUDENT | {"AEKT.WARMUP", "AEKT.SERIAL"}),
+    # the first round without a warm-up (runs_no_warmup/)
+    "no_warmup/dkd": ("dkd/res20_res8", STUDENT | {"DKD.WARMUP"}),
+    "no_warmup/aekt": ("aekt/res20_res8", STUDENT | {"AEKT.WARMUP"}),
+    "no_warmup/aekt_ratio_none": ("aekt/res20_res8", STUDENT | {"AEKT.WARMUP", "AEKT.RATIO_MODE"}),
+    "no_warmup/aekt_serial_none": ("aekt/res20_res8", STUDENT | {"AEKT.WARMUP", "AEKT.SERIAL"}),
 }
+WARMUP = {"dkd": 1.25, "aekt": 1.25, "no_warmup/dkd": 1, "no_warmup/aekt": 1}
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
@@ -35,14 +39,21 @@ def test_study_config_changes_only_documented_keys(name):
     assert changed <= allowed, changed - allowed
     assert ours["SOLVER.EPOCHS"] == (30 if name == "teacher_resnet20" else 15)
     assert ours["SOLVER.LR"] == 0.05 and ours["SOLVER.BATCH_SIZE"] == 64
+    if name in WARMUP:  # 20/240 of 15 epochs, ramped per step (the first round's 1 was no warm-up at all)
+        assert ours[("AEKT" if "aekt" in name else "DKD") + ".WARMUP"] == WARMUP[name]
+    assert ours["EXPERIMENT.PROJECT"] == ("runs_no_warmup" if name.startswith("no_warmup/") else "runs")
 
 
 def test_study_sweep_plans_the_teacher_first_then_seed_by_seed():
     spec = yaml.safe_load((STUDY / "sweep.yaml").read_text())
     runs = sweep.plan_configs(spec["runs"])
-    assert len(runs) == 1 + 5 * 3 + 4
+    assert len(runs) == 1 + 5 * 5 + 2 * 3
     assert runs[0].name == "teacher,resnet20" and runs[0].seed == 0
-    assert [r.seed for r in runs[1:10]] == [0] * 9 and [r.seed for r in runs[10:15]] == [1] * 5
+    assert [r.seed for r in runs[1:8]] == [0] * 7 and [r.seed for r in runs[8:15]] == [1] * 7
+    assert [r.seed for r in runs[-10:]] == [3] * 5 + [4] * 5  # the five-seed arms only
+    # the first round's runs without a warm-up are planned apart, into their own folder, all finished
+    old = sweep.plan_configs(yaml.safe_load((STUDY / "sweep_no_warmup.yaml").read_text())["runs"])
+    assert len(old) == 8 and all("runs_no_warmup" in r.run_dir and sweep.status(r) == "finished" for r in old)
     teacher = load_config(str(STUDY / "configs" / "kd.yaml"), []).EXT.TEACHER_CKPT
     assert teacher == f"{runs[0].run_dir}/student_best"
 
