@@ -2,52 +2,24 @@
 import os
 import pickle
 import re
-import tempfile
 from typing import Any, Dict
 
 import torch
 import torch.nn as nn
 
+from .atomic import write_atomic
 from .errors import UserError
 
 
 def save_atomic(obj: Any, path: str) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then rename over ``path``.
-
-    A crash leaves either the old file or the new one, never a truncated mix.
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    """torch.save through the atomic writer: a crash leaves either the old file or the new one."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 -> what a plain open() would give, as the host's files
-        os.replace(tmp, path)
+        write_atomic(path, lambda f: torch.save(obj, f))
     except (OSError, RuntimeError) as e:  # a full disk shows as either (torch: "unexpected pos ...")
-        if os.path.exists(tmp):
-            os.unlink(tmp)
         kept = f"{path} is unchanged" if os.path.exists(path) else f"{path} was not written"
         reason = getattr(e, "strerror", None) or str(e).strip().splitlines()[0][:120]
         raise UserError(f"cannot write checkpoint {path} ({reason}); is the disk full? {kept}; "
                         "free space, then continue with --resume") from None
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def load_safe(path: str) -> Dict[str, Any]:

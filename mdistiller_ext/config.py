@@ -167,7 +167,6 @@ def merge_overrides(cfg: CN, opts: List[str]) -> None:
 
 def write_config(run_dir: str, cfg: CN) -> None:
     """<run_dir>/config.yaml, replaced atomically."""
-    tmp = os.path.join(run_dir, "config.yaml.tmp")
-    with open(tmp, "w") as f:
-        f.write(cfg.dump())
-    os.replace(tmp, os.path.join(run_dir, "config.yaml"))
+    from .atomic import write_text
+
+    write_text(os.path.join(run_dir, "config.yaml"), cfg.dump())

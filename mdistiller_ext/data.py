@@ -153,10 +153,11 @@ def _cached_archive(path: str, cache: str) -> Dict[str, Tuple[np.ndarray, np.nda
             return {s: (z[f"{s}_x"], z[f"{s}_y"]) for s in ("train", "test")}
     arrays = _archive_arrays(path)
     os.makedirs(cache, exist_ok=True)
-    # a per-process temporary name: several ranks (torchrun) may build the same cache at once
-    tmp = f"{cache_file}.{os.getpid()}.tmp.npz"
-    np.savez(tmp, **{f"{s}_{k}": v for s, (x, y) in arrays.items() for k, v in (("x", x), ("y", y))})
-    os.replace(tmp, cache_file)
+    from .atomic import write_atomic
+
+    # unique temporary names: several ranks (torchrun) may build the same cache at once
+    write_atomic(cache_file, lambda f: np.savez(f, **{f"{s}_{k}": v for s, (x, y) in arrays.items()
+                                                      for k, v in (("x", x), ("y", y))}))
     return arrays
 
 

@@ -14,6 +14,8 @@ from typing import Dict, Optional
 
 import torch
 
+from .atomic import write_text
+
 RUNTIME_FILE = "runtime.json"
 # config keys that change no number of a run: labels, paths, logging, progress display, the probe
 NUMBER_NEUTRAL_KEYS = ("EXPERIMENT.NAME", "EXPERIMENT.TAG", "EXPERIMENT.PROJECT", "LOG.PREFIX", "LOG.WANDB",
@@ -134,10 +136,7 @@ def cost_of(data: Optional[Dict[str, object]]) -> Optional[Dict[str, object]]:
 
 def _write(run_dir: str, data: Dict[str, object]) -> None:
     """runtime.json, replaced atomically."""
-    path = os.path.join(run_dir, RUNTIME_FILE)
-    with open(path + ".tmp", "w") as f:
-        json.dump(data, f, indent=1)
-    os.replace(path + ".tmp", path)
+    write_text(os.path.join(run_dir, RUNTIME_FILE), json.dumps(data, indent=1))
 
 
 def read(run_dir: str) -> Optional[Dict[str, object]]:

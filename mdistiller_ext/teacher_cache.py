@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .atomic import write_text
 from .errors import UserError
 from .fastdata import VIEWS, random_crop_flip, view_params
 
@@ -224,10 +225,7 @@ class LogitStore:
             fill["teacher_cpu_s"] = round(float(fill.get("teacher_cpu_s", 0.0)) + cpu_s, 2)
             fill["teacher_wall_s"] = round(float(fill.get("teacher_wall_s", 0.0)) + wall_s, 2)
             fill["runs"] = int(fill.get("runs", 0)) + 1
-            tmp = os.path.join(self.path, f"record.json.{os.getpid()}.tmp")
-            with open(tmp, "w") as f:
-                json.dump(record, f, indent=1)
-            os.replace(tmp, os.path.join(self.path, "record.json"))
+            write_text(os.path.join(self.path, "record.json"), json.dumps(record, indent=1))
 
 
 class CachedTeacher:

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from yacs.config import CfgNode
 
 from .. import host, provenance, worklog
+from ..atomic import write_text
 from ..checkpoint import load_safe, save_atomic
 from ..config import flat_config, write_config
 from ..runtime import Runtime, resolve
@@ -409,6 +410,4 @@ class Trainer:
                 text = f.read()
             kept = keep(text)
             if kept != text:
-                with open(path + ".tmp", "w") as f:
-                    f.write(kept)
-                os.replace(path + ".tmp", path)
+                write_text(path, kept)

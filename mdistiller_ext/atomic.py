@@ -1,0 +1,39 @@
+"""One atomic writer for every file the project replaces: a uniquely named temporary file in the same
+folder (so processes writing the same file at once never share one), flushed and fsynced, renamed
+over the target, then the folder fsynced. A crash leaves the old file or the new one, never a mix."""
+import os
+import tempfile
+from typing import Callable, IO
+
+
+def umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_atomic(path: str, write: Callable[[IO], None], binary: bool = True) -> None:
+    """``write(f)`` into a temporary file, then replace ``path`` with it (its permissions as a plain open's)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~umask())  # mkstemp's 0600 -> 0644 under umask 022, as the host's files
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_text(path: str, text: str) -> None:
+    write_atomic(path, lambda f: f.write(text), binary=False)
