@@ -2,7 +2,7 @@
 alignment, AEKT, and any --plugin's) against KD.
 
 Same pair, same batch, same device; methods alternate within each round; the median over rounds
-is reported with its ratio to KD. Goals (issue): DHKD and AEKT within 1.05x of KD, alignment
+is reported with its ratio to KD. Goals: DHKD and AEKT within 1.05x of KD, alignment
 within 1.7x. Peak memory: on CUDA, torch's peak allocated memory during one step; on the CPU
 (Linux), the growth of the resident-set high-water mark over 3 steps in a fresh process per
 method, measured from the built distiller (so it counts activations, gradients and optimizer state).

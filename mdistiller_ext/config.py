@@ -30,7 +30,7 @@ def _ext() -> CN:
     n.EXPORT_TEACHER_EPOCH = "best"  # best | last: which epoch's weights EXPORT_TEACHER writes
     n.PROGRESS = True          # tqdm bars
     n.NONFINITE = "stop"       # stop | skip: what a non-finite loss does
-    # speed (issue: the fast path); each piece can be turned off on its own
+    # speed: each piece can be turned off on its own
     n.FAST_DATA = "auto"       # auto | on | off: CIFAR held on the device, augmented there in batch (auto: on for CIFAR)
     n.AMP = "auto"             # auto | off | bf16 | fp16 (auto: bf16 on CUDA GPUs that support it, off on CPU)
     n.CHANNELS_LAST = "auto"   # auto | on | off (auto: on for CUDA)

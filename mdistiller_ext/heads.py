@@ -52,7 +52,6 @@ class AuxiliaryHead(nn.Module):
             raise ValueError(f"auxiliary head type {kind!r} is not one of {heads} "
                              f"(DHKD.HEAD takes {', '.join(HEAD_TYPES)}: none builds no head)")
         self.net = build(in_dim, num_classes, hidden, dropout)
-        self.kind = kind
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 init_linear(m, linear_init)

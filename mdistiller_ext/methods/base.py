@@ -90,7 +90,7 @@ class Distiller(host.Distiller):
 
     def split_losses(self, losses: Dict[str, torch.Tensor]) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
         """(task loss, distillation loss) by DISTILL_LOSSES, or None where one side is missing (vanilla)."""
-        return split_by_names(losses, getattr(self, "DISTILL_LOSSES", Distiller.DISTILL_LOSSES))
+        return split_by_names(losses, self.DISTILL_LOSSES)
 
     def get_extra_parameters(self) -> int:
         """Training-only parameters the method adds beside the student (printed at the start)."""
