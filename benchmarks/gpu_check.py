@@ -172,6 +172,8 @@ def main() -> int:
     c.record("AMP off", kd_run("amp_off", "EXT.AMP", "off", amp="fp32"))
     c.record("channels-last on", kd_run("cl_on", "EXT.CHANNELS_LAST", "on", channels_last=True))
     c.record("channels-last off", kd_run("cl_off", "EXT.CHANNELS_LAST", "off", channels_last=False))
+    c.record("deterministic kernels (CUBLAS_WORKSPACE_CONFIG set before CUDA starts)",
+             kd_run("deterministic", "EXT.DETERMINISTIC", "True"))
     c.record("host-style data path (DataLoader)", kd_run("dataloader", "EXT.FAST_DATA", "off",
                                                           data_path="DataLoader (PIL transforms)"))
     c.record("fast data path", kd_run("fastdata", "EXT.FAST_DATA", "on", data_path="device-resident (fast)"))
@@ -251,8 +253,12 @@ def main() -> int:
             ok(c.train(tag, dhkd, "EXT.ENGINE", "host", "SOLVER.TRAINER", trainer, "EXT.TEACHER_CACHE", "off"))
             route = str(finished(c.run_dir("cifar10_dhkd", tag))["runtime"]["route"])
             assert route.startswith("mdistiller "), f"runtime.json route = {route!r}"
+        # one GPU named by index: DataParallel over that GPU alone (the last one, so N > 0 where there are several)
+        last = f"cuda:{torch.cuda.device_count() - 1}"
+        ok(c.train("host_one_gpu", dhkd, "EXT.ENGINE", "host", "EXT.DEVICE", last, "EXT.TEACHER_CACHE", "off"))
+        finished(c.run_dir("cifar10_dhkd", "host_one_gpu"))
 
-    c.record("mdistiller's trainers (base, align)", host_route)
+    c.record("mdistiller's trainers (base, align, one GPU by index)", host_route)
 
     failed = [n for n, s, _ in c.results if s == "FAIL"]
     print(f"gpu_check summary | PASS {sum(s == 'PASS' for _, s, _ in c.results)} | FAIL {len(failed)} | "
