@@ -10,8 +10,8 @@ route, a key set away from its default that mdistiller's trainers cannot honour 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Dict, Optional, Tuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional, Tuple
 
 from yacs.config import CfgNode
 
@@ -58,16 +58,15 @@ class Runtime:
     fast_data: bool                # the device-resident CIFAR path
     compile: bool
     world_size: int = 1
-    notes: Tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def host(self) -> bool:
         return self.route == "host"
 
     def precision(self) -> str:
-        import torch
+        from .provenance import precision_name
 
-        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp]
+        return precision_name(self.amp)
 
     def line(self) -> str:
         """The run's first line: what every ``auto`` became."""
@@ -191,11 +190,3 @@ def resolve(cfg: CfgNode, machine: Optional[Machine] = None, local_rank: int = 0
         raise UserError("config EXT.SYNC_BN needs CUDA devices (torch's SyncBatchNorm runs on GPUs only); set it to False")
     return Runtime("ext", why, device, resolve_amp(cfg.EXT.AMP, device, machine), channels_last_for(cfg, device),
                    fast_data_for(cfg), bool(cfg.EXT.COMPILE), world_size)
-
-
-def record(rt: Runtime) -> Dict[str, object]:
-    """The resolved choices for runtime.json (beside provenance's versions and teacher)."""
-    return {"route": "mdistiller_ext engine" if not rt.host else "mdistiller", "device_index": str(rt.device),
-            "amp": rt.precision(), "channels_last": rt.channels_last,
-            "data_path": "device-resident (fast)" if rt.fast_data else "DataLoader (PIL transforms)",
-            "compile": rt.compile, "world_size": rt.world_size}
