@@ -2,8 +2,11 @@
 folder (so processes writing the same file at once never share one), flushed and fsynced, renamed
 over the target, then the folder fsynced. A crash leaves the old file or the new one, never a mix."""
 import os
+import signal
 import tempfile
-from typing import Callable, IO
+import threading
+from contextlib import contextmanager
+from typing import Callable, IO, Iterator
 
 
 def umask() -> int:
@@ -37,3 +40,24 @@ def write_atomic(path: str, write: Callable[[IO], None], binary: bool = True) ->
 
 def write_text(path: str, text: str) -> None:
     write_atomic(path, lambda f: f.write(text), binary=False)
+
+
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) until the block is done: a run interrupted while it writes its checkpoints
+    stops right after them, with every file whole (a KeyboardInterrupt inside torch.save fails the write
+    half-way, which looks like a full disk). The signal is recorded, not masked: a process-directed
+    signal goes to any thread that does not block it, and torch has threads of its own."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending = []
+    old = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if pending and callable(old):
+        old(signal.SIGINT, None)  # Python's default handler: KeyboardInterrupt, now that the files are whole
+    elif pending and old == signal.SIG_DFL:
+        raise KeyboardInterrupt

@@ -153,3 +153,18 @@ def test_help_lists_every_registered_node_including_a_plugins():
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "LOGITMSE.WEIGHT=0.05" in r.stdout and "DHKD.T=2.0" in r.stdout and "AEKT.SERIAL='cls_then_kd'" in r.stdout
+
+def test_ctrl_c_while_checkpoints_are_written_lands_after_them():
+    import signal
+    import time
+
+    from mdistiller_ext.atomic import interrupts_deferred
+
+    written = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)  # a SIGINT arriving now waits ...
+            written.append("checkpoint")
+        time.sleep(1.0)  # ... and is delivered once the block is done
+    assert written == ["checkpoint"]

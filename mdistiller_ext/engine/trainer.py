@@ -22,7 +22,7 @@ from tqdm import tqdm
 from yacs.config import CfgNode
 
 from .. import host, provenance, worklog
-from ..atomic import write_text
+from ..atomic import interrupts_deferred, write_text
 from ..checkpoint import load_safe, save_atomic
 from ..config import flat_config, write_config
 from ..runtime import Runtime, resolve
@@ -363,14 +363,15 @@ class Trainer:
                  "best_acc": self.best_acc, "config": config,
                  "config_hash": hashlib.sha256(config.encode()).hexdigest(), "nonfinite_skipped": self.guard.skipped}
         student = {"model": self._student().state_dict()}
-        save_atomic(state, self._path("latest"))
-        save_atomic(student, self._path("student_latest"))
-        if epoch % self.cfg.LOG.SAVE_CHECKPOINT_FREQ == 0:
-            save_atomic(state, self._path(f"epoch_{epoch}"))
-            save_atomic(student, self._path(f"student_{epoch}"))
-        if improved:
-            save_atomic(state, self._path("best"))
-            save_atomic(student, self._path("student_best"))
+        with interrupts_deferred():  # Ctrl-C here lands after the epoch's checkpoints, all whole
+            save_atomic(state, self._path("latest"))
+            save_atomic(student, self._path("student_latest"))
+            if epoch % self.cfg.LOG.SAVE_CHECKPOINT_FREQ == 0:
+                save_atomic(state, self._path(f"epoch_{epoch}"))
+                save_atomic(student, self._path(f"student_{epoch}"))
+            if improved:
+                save_atomic(state, self._path("best"))
+                save_atomic(student, self._path("student_best"))
 
     def _resume(self) -> int:
         path = self._path("latest")
