@@ -12,6 +12,7 @@ STUDY = ROOT / "docs" / "cifar10_study"
 COMMON = {"SOLVER.EPOCHS", "SOLVER.LR_DECAY_STAGES", "EXT.CHANNELS_LAST", "EXT.DATA_ROOT", "LOG.PREFIX",
           "EXPERIMENT.PROJECT", "EXPERIMENT.TAG"}
 STUDENT = COMMON | {"EXT.GRAD_PROBE_EVERY", "EXT.TEACHER_CKPT"}
+OLD_AEKT = {"AEKT.W_MAX", "AEKT.RATIO_NORM"}  # AEKT's defaults before the selection on validation
 CONFIGS = {  # study config -> (shipped config, keys it may change)
     "teacher_resnet20": ("vanilla/resnet20", COMMON | {"EXT.EXPORT_TEACHER"}),
     "vanilla_resnet8": ("vanilla/resnet20", COMMON | {"EXT.GRAD_PROBE_EVERY", "EXT.EXPORT_TEACHER", "DISTILLER.STUDENT"}),
@@ -21,11 +22,11 @@ CONFIGS = {  # study config -> (shipped config, keys it may change)
     "aekt": ("aekt/res20_res8", STUDENT | {"AEKT.WARMUP"}),
     "dhkd_one_head_bkl": ("dhkd/res20_res8", STUDENT | {"DHKD.HEAD", "DHKD.LOSS"}),
     "dhkd_align": ("dhkd/res20_res8", STUDENT | {"SOLVER.TRAINER"}),
-    # the first round without a warm-up (runs_no_warmup/)
+    # the first round without a warm-up (runs_no_warmup/), run with AEKT's defaults of then (W_MAX 10, clip)
     "no_warmup/dkd": ("dkd/res20_res8", STUDENT | {"DKD.WARMUP"}),
-    "no_warmup/aekt": ("aekt/res20_res8", STUDENT | {"AEKT.WARMUP"}),
-    "no_warmup/aekt_ratio_none": ("aekt/res20_res8", STUDENT | {"AEKT.WARMUP", "AEKT.RATIO_MODE"}),
-    "no_warmup/aekt_serial_none": ("aekt/res20_res8", STUDENT | {"AEKT.WARMUP", "AEKT.SERIAL"}),
+    "no_warmup/aekt": ("aekt/res20_res8", STUDENT | {"AEKT.WARMUP"} | OLD_AEKT),
+    "no_warmup/aekt_ratio_none": ("aekt/res20_res8", STUDENT | {"AEKT.WARMUP", "AEKT.RATIO_MODE"} | OLD_AEKT),
+    "no_warmup/aekt_serial_none": ("aekt/res20_res8", STUDENT | {"AEKT.WARMUP", "AEKT.SERIAL"} | OLD_AEKT),
 }
 WARMUP = {"dkd": 1.25, "aekt": 1.25, "no_warmup/dkd": 1, "no_warmup/aekt": 1}
 

@@ -26,8 +26,8 @@ def node() -> CN:
     n.T = 4.0
     n.WARMUP = 20              # linear warm-up of the distillation term, in epochs (0: none)
     n.RATIO_MODE = "teacher_over_student"   # none | teacher_over_student | student_over_teacher
-    n.W_MAX = 10.0
-    n.RATIO_NORM = "clip"      # clip | batch_mean
+    n.W_MAX = 2.0
+    n.RATIO_NORM = "batch_mean"      # clip | batch_mean
     n.RATIO_T = 0.0            # temperature of the ratio; <= 0 means AEKT.T
     n.SERIAL = "cls_then_kd"   # none | cls_then_kd | kd_then_cls
     n.SERIAL_DECAY = "identity"  # identity: weight decay pulls W to I; zero: pulls W to 0
@@ -90,8 +90,8 @@ def check_config(cfg: CN, standalone_engine: bool) -> None:
 def recipe(dataset: str, pair_name: str, pair) -> dict:
     imagenet = dataset == "imagenet"
     return {"AEKT": {"CE_WEIGHT": 1.0, "ALPHA": 1.0, "BETA": BETA[(dataset, pair_name)], "T": 1.0 if imagenet else 4.0,
-                     "WARMUP": 1 if imagenet else 20, "RATIO_MODE": "teacher_over_student", "W_MAX": 10.0,
-                     "RATIO_NORM": "clip", "SERIAL": "cls_then_kd"}}
+                     "WARMUP": 1 if imagenet else 20, "RATIO_MODE": "teacher_over_student", "W_MAX": 2.0,
+                     "RATIO_NORM": "batch_mean", "SERIAL": "cls_then_kd"}}
 
 
 ABLATIONS = {name: {"AEKT": patch} for name, patch in {
