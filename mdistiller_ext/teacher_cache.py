@@ -79,8 +79,6 @@ def key_id(key: Dict[str, object]) -> str:
 class LogitStore:
     """One cache directory, memory-mapped. ``lookup`` and ``store`` take CPU index tensors."""
 
-    SPLITS = ("train", "test")
-
     def __init__(self, path: str, key: Dict[str, object], sizes: Dict[str, int]) -> None:
         self.path, self.key, self.sizes = path, key, sizes
         self.id = os.path.basename(path)
@@ -235,7 +233,6 @@ class CachedTeacher:
     def __init__(self, teacher: nn.Module, store: LogitStore, amp: Optional[torch.dtype] = None) -> None:
         self.teacher, self.store, self.amp = teacher, store, amp
         self.hits = self.misses = 0          # this epoch
-        self.total_hits = self.total_misses = 0
         self.cpu_s = self.wall_s = 0.0
         self._pinned: Optional[torch.Tensor] = None
         self._copied = None
@@ -286,8 +283,6 @@ class CachedTeacher:
     def take_counts(self) -> Dict[str, float]:
         """This epoch's hit rate (worklog ``teacher_cache_hit``), then the counters restart."""
         rate = self.hit_rate()
-        self.total_hits += self.hits
-        self.total_misses += self.misses
         self.hits = self.misses = 0
         return {"teacher_cache_hit": 100.0 * rate}
 
