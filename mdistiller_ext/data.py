@@ -91,7 +91,7 @@ def load_cifar10(root: str, cache: str, download: bool) -> Dict[str, Tuple[np.nd
                 "test": _cifar_pickles(batches, ["test_batch"], "labels")}
     if os.path.isdir(os.path.join(root, "train")) and os.path.isdir(os.path.join(root, "test")):
         return {split: _image_folder_arrays(os.path.join(root, split)) for split in ("train", "test")}
-    if not download or not os.path.isdir(root):
+    if not download:
         raise UserError(
             f"cifar10 not found at {root}: expected {JPEG_ARCHIVE} (or another .tar.gz of the JPEG copy), a folder with train/ and test/, "
             f"or torchvision's cifar-10-batches-py; set EXT.DATA_ROOT"

@@ -113,3 +113,27 @@ def test_concurrent_cache_builds_do_not_collide(tmp_path):
     assert all(p.returncode == 0 for p in procs), [e for _, e in outs]
     assert all("(200, 32, 32, 3)" in o for o, _ in outs)
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
+
+
+def test_cifar10_is_downloaded_into_a_data_root_that_does_not_exist_yet(tmp_path, monkeypatch):
+    """A fresh clone has no ./data: with EXT.DOWNLOAD allowed, torchvision is asked to download into it."""
+    import torchvision
+
+    calls = []
+
+    class FakeCIFAR10:  # stands in for the network: records the call and writes what torchvision would
+        def __init__(self, root, train, download):
+            calls.append((root, download))
+            folder = tmp_path / "fresh" / "cifar-10-batches-py"
+            folder.mkdir(parents=True)
+            x, y = class_images(1, 10, 0)
+            rows = x.transpose(0, 3, 1, 2).reshape(len(x), -1)
+            for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+                (folder / name).write_bytes(pickle.dumps({"data": rows, "labels": [int(v) for v in y]}))
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeCIFAR10)
+    root = tmp_path / "fresh"
+    arrays = load_cifar10(str(root), str(root), download=True)
+    assert calls == [(str(root), True)] and arrays["train"][0].shape == (50, 32, 32, 3)
+    with pytest.raises(UserError, match="cifar10 not found"):
+        load_cifar10(str(tmp_path / "other"), str(tmp_path), download=False)
