@@ -30,7 +30,7 @@ def sync(device: torch.device) -> None:
 def cifar_arrays(n: int, seed: int = 0):
     """n training images of the CIFAR-10 JPEG copy if present, else random uint8 images (said in the output)."""
     if os.path.isfile(SHARED_JPEG):
-        from mdistiller_ext.data import load_cifar10
+        from mdistiller_ext.data.sources import load_cifar10
 
         cache = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
         x, y = load_cifar10(SHARED_JPEG, cache, download=False)["train"]

@@ -15,7 +15,8 @@ import torch
 
 from common import alternate, header, median
 
-from mdistiller_ext import host, registration
+from mdistiller_ext.host import adapter as host
+from mdistiller_ext.host import registration
 from mdistiller_ext.builders import build_model
 from mdistiller_ext.engine.step import StepSetup, train_step
 from mdistiller_ext.recipes import CIFAR10_PAIRS, CIFAR100_PAIRS

@@ -17,12 +17,13 @@ from torch.utils.data import DataLoader
 
 from common import alternate, cifar_arrays, header, median, sync
 
-from mdistiller_ext import host, registration
-from mdistiller_ext.data import CIFAR100_MEAN, CIFAR100_STD, ArrayDataset, cifar_transforms
+from mdistiller_ext.host import adapter as host
+from mdistiller_ext.host import registration
+from mdistiller_ext.data.datasets import CIFAR100_MEAN, CIFAR100_STD, ArrayDataset, cifar_transforms
 from mdistiller_ext.methods.dhkd import DHKD
-from mdistiller_ext.runtime import channels_last_for
+from mdistiller_ext.data.loaders import channels_last_for
 from mdistiller_ext.engine.trainer import Trainer
-from mdistiller_ext.fastdata import DeviceCifarLoader
+from mdistiller_ext.data.device import DeviceCifarLoader
 from mdistiller_ext.recipes import CIFAR100_PAIRS
 
 

@@ -89,7 +89,7 @@ def ok(r: subprocess.CompletedProcess) -> None:
 
 
 def finished(run_dir: str) -> Dict[str, object]:
-    from mdistiller_ext import worklog
+    from mdistiller_ext.runs import worklog
 
     log = worklog.read(os.path.join(run_dir, "worklog.txt"))
     assert log.finished, "the worklog has no best_acc line"
@@ -114,8 +114,8 @@ def main() -> int:
     args = ap.parse_args()
     import torch
 
-    from mdistiller_ext import host
-    from mdistiller_ext.runtime import Machine, resolve_amp
+    from mdistiller_ext.host import adapter as host
+    from mdistiller_ext.engine.runtime import Machine, resolve_amp
 
     if args.device == "cuda" and not torch.cuda.is_available():
         print("FAIL setup: --device cuda but CUDA is not available (run with --device cpu for the CPU checks)")

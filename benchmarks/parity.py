@@ -22,9 +22,9 @@ from common import header
 
 import torch
 
-from mdistiller_ext.aggregate import RunResult, read_run
-from mdistiller_ext.stats import mean_std, welch
-from mdistiller_ext.sweep import plan
+from mdistiller_ext.reporting.aggregate import RunResult, read_run
+from mdistiller_ext.reporting.stats import mean_std, welch
+from mdistiller_ext.cli.sweep import plan
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PATHS = ("on", "off")

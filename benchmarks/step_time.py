@@ -21,9 +21,11 @@ import torch
 
 from common import alternate, header, median, sync
 
-from mdistiller_ext import host, registration, registry
+from mdistiller_ext import registry
+from mdistiller_ext.host import adapter as host
+from mdistiller_ext.host import registration
 from mdistiller_ext.engine.step import NonFiniteGuard, StepSetup, train_step
-from mdistiller_ext.runtime import resolve
+from mdistiller_ext.engine.runtime import resolve
 from mdistiller_ext.recipes import CIFAR100_PAIRS
 
 METHODS = {}  # row name -> (distiller class, gradient alignment); filled from the registry in main()

@@ -1,6 +1,6 @@
 """Where does a data-path difference come from: the pixels, or the random stream?
 
-Runs tools/train.py's code path (train_cli) with the training loader swapped for one that keeps
+Runs tools/train.py's code path (mdistiller_ext.cli.train) with the training loader swapped for one that keeps
 the fast path's order and crop/flip draws but changes one piece:
 
   fast        the fast path itself (device-resident crops), as a control
@@ -29,9 +29,11 @@ import torch  # noqa: E402
 import torchvision.transforms.functional as TF  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from mdistiller_ext import data, train_cli  # noqa: E402
-from mdistiller_ext.runtime import fast_data_for  # noqa: E402
-from mdistiller_ext.fastdata import DeviceCifarLoader  # noqa: E402
+from mdistiller_ext.cli import train as train_cli  # noqa: E402
+from mdistiller_ext.data import loaders  # noqa: E402
+from mdistiller_ext.data.datasets import normalization  # noqa: E402
+from mdistiller_ext.data.loaders import fast_data_for  # noqa: E402
+from mdistiller_ext.data.device import DeviceCifarLoader  # noqa: E402
 
 MODES = ("fast", "pil-pixels", "skip2")
 
@@ -73,17 +75,17 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], add_help=False)
     p.add_argument("--mode", choices=MODES, required=True)
     args, rest = p.parse_known_args()
-    real = data.get_dataset
+    real = loaders.get_loaders
 
-    def get_dataset(cfg, generator=None, device=None, rank=0, world_size=1):
+    def get_loaders(cfg, generator=None, device=None, rank=0, world_size=1):
         if world_size != 1 or not fast_data_for(cfg):
             raise SystemExit("error: the ablation needs one process and the fast path (EXT.FAST_DATA auto or on)")
-        train, val, num_data, num_classes = real(cfg, generator, device, rank, world_size)
-        images = np.ascontiguousarray(train.images.permute(0, 2, 3, 1).cpu().numpy())  # HWC uint8, as PIL wants
-        mean, std = data.normalization(cfg.DATASET.TYPE)
-        return AblationLoader(train, images, mean, std, args.mode), val, num_data, num_classes
+        got = real(cfg, generator, device, rank, world_size)
+        images = np.ascontiguousarray(got.train.images.permute(0, 2, 3, 1).cpu().numpy())  # HWC uint8, as PIL wants
+        mean, std = normalization(cfg.DATASET.TYPE)
+        return got._replace(train=AblationLoader(got.train, images, mean, std, args.mode))
 
-    data.get_dataset = get_dataset  # train_cli imports it at call time
+    loaders.get_loaders = get_loaders  # the trainer's command line imports it at call time
     if not any(o == "EXPERIMENT.NAME" for o in rest):
         # keep the ablation's runs apart from ordinary runs of the same config
         rest += ["EXPERIMENT.NAME", f"ablation_{args.mode.replace('-', '_')}"]

@@ -22,11 +22,12 @@ import torch
 
 from common import alternate, header, median, sync
 
-from mdistiller_ext import host, registration
-from mdistiller_ext import teacher_cache as tc
+from mdistiller_ext.host import adapter as host
+from mdistiller_ext.host import registration
+from mdistiller_ext.data import teacher_cache as tc
 from mdistiller_ext.engine.step import StepSetup, train_step
 from mdistiller_ext.engine.trainer import epoch_seed
-from mdistiller_ext.fastdata import DeviceCifarLoader, view_ids
+from mdistiller_ext.data.device import DeviceCifarLoader, view_ids
 from mdistiller_ext.methods.kd import KD
 
 PAIRS = {"res20_res8": ("resnet20", "resnet8", 10), "res56_res20": ("resnet56", "resnet20", 100),

@@ -4,11 +4,11 @@ Importing the package fills the method registry (``mdistiller_ext.methods``, the
 and, when mdistiller is installed, registers every method with it (idempotent): the classes in
 ``mdistiller.distillers.distiller_dict``, their CFG nodes (and ``EXT``) in
 ``mdistiller.engine.cfg.CFG``, and the ``align`` trainer in ``mdistiller.engine.trainer_dict``.
-Without mdistiller the same names come from ``mdistiller_ext.standalone``.
+Without mdistiller the same names come from ``mdistiller_ext.host.standalone``.
 """
-from .errors import UserError
-from .host import HAS_MDISTILLER
-from .registration import register
+from mdistiller_ext.errors import UserError
+from mdistiller_ext.host.adapter import HAS_MDISTILLER
+from mdistiller_ext.host.registration import register
 
 try:
     register()

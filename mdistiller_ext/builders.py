@@ -4,10 +4,12 @@ from typing import Optional, Tuple
 import torch.nn as nn
 from yacs.config import CfgNode
 
-from . import host, registration, registry
-from .checkpoint import load_into
-from .errors import UserError
-from .teachers import resolve_teacher_checkpoint
+from mdistiller_ext import registry
+from mdistiller_ext.host import adapter as host
+from mdistiller_ext.host import registration
+from mdistiller_ext.runs.checkpoint import load_into
+from mdistiller_ext.errors import UserError
+from mdistiller_ext.runs.teachers import resolve_teacher_checkpoint
 
 
 def _model_table(dataset: str):

@@ -10,7 +10,7 @@ from typing import Any, Callable, Dict, List
 
 from yacs.config import CfgNode as CN
 
-from .errors import UserError
+from mdistiller_ext.errors import UserError
 
 
 def _ext() -> CN:
@@ -167,6 +167,6 @@ def merge_overrides(cfg: CN, opts: List[str]) -> None:
 
 def write_config(run_dir: str, cfg: CN) -> None:
     """<run_dir>/config.yaml, replaced atomically."""
-    from .atomic import write_text
+    from mdistiller_ext.atomic import write_text
 
     write_text(os.path.join(run_dir, "config.yaml"), cfg.dump())

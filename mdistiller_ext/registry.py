@@ -11,8 +11,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from yacs.config import CfgNode
 
-from .errors import UserError
-from .rules import Rule
+from mdistiller_ext.errors import UserError
+from mdistiller_ext.rules import Rule
 
 # recipe(dataset, pair name, pair) -> the config sections this method sets on top of the pair's base
 Recipe = Callable[[str, str, object], Dict[str, dict]]

@@ -4,10 +4,10 @@ from typing import Any, List
 
 from yacs.config import CfgNode
 
-from . import registry
-from .config import AMP_MODES, ENGINES, EXPORT_EPOCHS, NONFINITE_MODES, SWITCHES
-from .errors import UserError
-from .rules import NON_NEGATIVE, POSITIVE, POSITIVE_INT, Rule, in_unit_interval, integer_at_least, one_of
+from mdistiller_ext import registry
+from mdistiller_ext.config import AMP_MODES, ENGINES, EXPORT_EPOCHS, NONFINITE_MODES, SWITCHES
+from mdistiller_ext.errors import UserError
+from mdistiller_ext.rules import NON_NEGATIVE, POSITIVE, POSITIVE_INT, Rule, in_unit_interval, integer_at_least, one_of
 
 DATASETS = ("cifar100", "cifar10", "imagenet", "tiny_imagenet")
 

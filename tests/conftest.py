@@ -21,7 +21,7 @@ def pytest_runtest_setup(item):
     absence fails them instead of skipping them, so that no host test can pass unnoticed by skipping."""
     if item.get_closest_marker("host") is None:
         return
-    from mdistiller_ext import host
+    from mdistiller_ext.host import adapter as host
 
     if host.HAS_MDISTILLER:
         return

@@ -3,12 +3,13 @@ import numpy as np
 import pytest
 import torch
 
-from mdistiller_ext import host, registration
-from mdistiller_ext.analysis import class_similarity, correlation, oriented_similarity, serialization_matrix
+from mdistiller_ext.host import adapter as host
+from mdistiller_ext.host import registration
+from mdistiller_ext.reporting.serialization import class_similarity, correlation, oriented_similarity, serialization_matrix
 from mdistiller_ext.methods.aekt import AEKT
 from mdistiller_ext.methods.dkd import DKD
-from mdistiller_ext.heads import SerializationLayer, SerializedStudent
-from mdistiller_ext.standalone.models import cifar_model_dict
+from mdistiller_ext.methods.heads import SerializationLayer, SerializedStudent
+from mdistiller_ext.host.standalone.models import cifar_model_dict
 
 
 def make(serial="cls_then_kd", ratio="teacher_over_student", decay="identity", c=10, seed=0):
@@ -134,7 +135,7 @@ def test_class_similarity_and_correlation():
 def test_serialization_is_compared_in_its_own_orientation():
     """A layer that turns the student's class-j logit into the teacher's distribution for class j has
     W[:, j] = sim[j]: with a non-symmetric teacher only the transposed similarity correlates with it."""
-    from mdistiller_ext.heads import SerializationLayer
+    from mdistiller_ext.methods.heads import SerializationLayer
 
     rng = np.random.RandomState(0)
     sim = rng.dirichlet(np.full(6, 0.3), size=6)  # rows: true class, columns: teacher probabilities

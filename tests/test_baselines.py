@@ -2,7 +2,7 @@
 import pytest
 import yaml
 
-from mdistiller_ext.baselines import crd_settings, reviewkd_settings
+from mdistiller_ext.methods.feature_shapes import crd_settings, reviewkd_settings
 from mdistiller_ext.recipes import CIFAR100_PAIRS, IMAGENET_PAIRS
 
 from .conftest import ROOT

@@ -9,8 +9,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from mdistiller_ext import aggregate, reference, sweep
-from mdistiller_ext.worklog import best_line, epoch_block
+from mdistiller_ext.reporting import aggregate
+from mdistiller_ext.reporting import reference
+from mdistiller_ext.cli import sweep
+from mdistiller_ext.runs.worklog import best_line, epoch_block
 
 from .conftest import ROOT, write_cifar10_jpeg_tar
 
@@ -145,7 +147,7 @@ def test_tables_and_plots(tmp_path):
     rows = aggregate.summarize([aggregate.read_run(str(d)) for d in runs], reference.load())
     aggregate.write_csv(rows, str(tmp_path / "t.csv"))
     lines = (tmp_path / "t.csv").read_text().splitlines()
-    assert len(lines) == 3 and lines[0].startswith("dataset,pair,method,seeds,best_top1_mean")
+    assert len(lines) == 3 and lines[0].startswith("dataset,pair,method,label,seeds,best_top1_mean")
     assert "70.66" in lines[2] and "mdistiller_readme" in lines[2]  # kd sorts after dkd
     bars = aggregate.plot_bars(rows, str(tmp_path / "bars.png"))
     curves = aggregate.plot_curves(rows, lambda ds, p: str(tmp_path / f"curves_{ds}_{p}.png"))
@@ -182,7 +184,7 @@ def test_compare_end_to_end(tmp_path):
     write_cifar10_jpeg_tar(tmp_path / "data" / "cifar10-jpeg.tar.gz", n_train=4, n_test=2)
     import torch
 
-    from mdistiller_ext.standalone.models import cifar_model_dict
+    from mdistiller_ext.host.standalone.models import cifar_model_dict
 
     teacher = tmp_path / "ckpts/cifar10_teachers/resnet20_vanilla/ckpt_epoch_240.pth"
     teacher.parent.mkdir(parents=True)
@@ -215,7 +217,7 @@ def test_compare_end_to_end(tmp_path):
     # a sweep with a failing run reports it and exits non-zero, after tabulating the rest
     bad = subprocess.run(tool + ["--methods", "kd", "reviewkd", "--replace-report"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=600)
-    from mdistiller_ext.host import HAS_MDISTILLER
+    from mdistiller_ext.host.adapter import HAS_MDISTILLER
 
     if HAS_MDISTILLER:  # mdistiller's ReviewKD runs on this engine, on the CPU too
         assert bad.returncode == 0, bad.stderr
@@ -226,7 +228,7 @@ def test_compare_end_to_end(tmp_path):
 
 def write_run_from_config(root: Path, name: str, config: str, acc: float, opts=(), runtime=None) -> Path:
     """A finished run directory as tools/train.py leaves it: config.yaml (the merged config), worklog, runtime."""
-    from mdistiller_ext.train_cli import load_config
+    from mdistiller_ext.runs.naming import load_config
 
     opts = list(opts) if "SOLVER.EPOCHS" in opts else ["SOLVER.EPOCHS", "2", *opts]
     cfg = load_config(str(ROOT / config), opts)
@@ -254,6 +256,14 @@ def test_ablations_of_one_method_are_not_pooled(tmp_path):
     labels = {r.stats["best_top1"][0]: r.label for r in rows}
     assert "ce_bkl_one_head" in labels[39.5] and "DHKD.HEAD=none" in labels[39.5]
     assert "ce_only" in labels[73.0] and "DHKD.ALPHA=0.0" in labels[73.0]
+    # the CSV keeps what tells the rows apart, and the bar chart names each row's seeds
+    import csv
+
+    aggregate.write_csv(rows, str(tmp_path / "t.csv"))
+    recs = list(csv.DictReader(open(tmp_path / "t.csv")))
+    assert {r["method"] for r in recs} == {"dhkd"} and len({r["label"] for r in recs}) == 3
+    assert {float(r["best_top1_mean"]): r["label"] for r in recs} == labels
+    assert aggregate.bars_title(rows) == "one seed per bar (no spread)"
 
 
 def test_runs_pool_over_seeds_only(tmp_path):
@@ -328,7 +338,7 @@ def test_teachers_are_listed_apart_from_the_methods(tmp_path):
 # worklog (or fails); the scheduler under test neither knows nor cares what the command does
 FAKE_RUN = """
 import os, sys, time
-from mdistiller_ext.worklog import best_line, epoch_block
+from mdistiller_ext.runs.worklog import best_line, epoch_block
 run_dir, stamp, seconds, rc = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
 start = time.time(); time.sleep(seconds)
 with open(stamp, "w") as f:

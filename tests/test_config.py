@@ -6,9 +6,11 @@ import sys
 import pytest
 import yaml
 
-from mdistiller_ext import host, registration, registry
+from mdistiller_ext import registry
+from mdistiller_ext.host import adapter as host
+from mdistiller_ext.host import registration
 from mdistiller_ext.errors import UserError
-from mdistiller_ext.standalone.cfg import host_defaults
+from mdistiller_ext.host.standalone.cfg import host_defaults
 from mdistiller_ext.validate import RULES, validate
 
 from .conftest import ROOT, shared_file
@@ -133,7 +135,7 @@ def test_engine_specific_rules():
 
 
 def test_experiment_name_follows_host_and_flattens_paths():
-    from mdistiller_ext.train_cli import experiment_name
+    from mdistiller_ext.runs.naming import experiment_name
 
     cfg = registration.base_cfg()
     cfg.EXPERIMENT.PROJECT, cfg.EXPERIMENT.TAG = "proj", "tag"
@@ -146,7 +148,7 @@ def test_experiment_name_follows_host_and_flattens_paths():
 
 def test_integers_are_accepted_for_float_keys_in_files_and_overrides(tmp_path):
     from mdistiller_ext.errors import UserError
-    from mdistiller_ext.train_cli import load_config
+    from mdistiller_ext.runs.naming import load_config
 
     path = tmp_path / "c.yaml"
     path.write_text("DISTILLER: {TYPE: DHKD}\nDHKD: {T: 3}\n")
@@ -161,7 +163,8 @@ def test_integers_are_accepted_for_float_keys_in_files_and_overrides(tmp_path):
 
 
 def test_an_unknown_key_is_matched_in_its_own_node_first():
-    from mdistiller_ext.train_cli import load_config, unread_overrides
+    from mdistiller_ext.cli.train_args import unread_overrides
+    from mdistiller_ext.runs.naming import load_config
 
     cfg_file = str(ROOT / "configs" / "cifar10" / "dhkd" / "res20_res8.yaml")
     with pytest.raises(UserError, match=r"unknown config key DHKD.TEMPERATUR; did you mean DHKD.T\? \(DHKD has .*T\b"):

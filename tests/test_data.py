@@ -5,8 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from mdistiller_ext import host, registration
-from mdistiller_ext.data import build_datasets, get_dataset, load_cifar10, load_cifar100
+from mdistiller_ext.host import adapter as host
+from mdistiller_ext.host import registration
+from mdistiller_ext.data.datasets import build_datasets
+from mdistiller_ext.data.loaders import get_dataset
+from mdistiller_ext.data.sources import load_cifar10, load_cifar100
 from mdistiller_ext.errors import UserError
 
 from .conftest import class_images, write_cifar10_jpeg_tar, write_cifar100_python
@@ -92,7 +95,7 @@ def test_imagenet_image_folder(tmp_path):
     img, target, idx = train[3]
     assert img.shape == (3, 224, 224) and c == 2 and idx == 3 and val[0][0].shape == (3, 224, 224)
     # under torchrun each process evaluates its own shard of the val set (the engine sums over them)
-    from mdistiller_ext.data import get_loaders
+    from mdistiller_ext.data.loaders import get_loaders
 
     shards = [get_loaders(cfg_for("imagenet", tmp_path), rank=r, world_size=2).test for r in (0, 1)]
     assert [len(s.dataset) for s in shards] == [2, 2]
@@ -105,7 +108,7 @@ def test_concurrent_cache_builds_do_not_collide(tmp_path):
     import sys
 
     write_cifar10_jpeg_tar(tmp_path / "cifar10-jpeg.tar.gz", n_train=20, n_test=2)
-    code = (f"from mdistiller_ext.data import load_cifar10; "
+    code = (f"from mdistiller_ext.data.sources import load_cifar10; "
             f"a = load_cifar10({str(tmp_path)!r}, {str(tmp_path / 'cache')!r}, False); print(a['train'][0].shape)")
     procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(4)]

@@ -6,11 +6,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from mdistiller_ext import host, registration
+from mdistiller_ext.host import adapter as host
+from mdistiller_ext.host import registration
 from mdistiller_ext.methods.dhkd import DHKD
 from mdistiller_ext.engine.distributed import all_reduce_mean_
 from mdistiller_ext.engine.step import StepSetup, forward_backward
-from mdistiller_ext.standalone.models import cifar_model_dict
+from mdistiller_ext.host.standalone.models import cifar_model_dict
 
 pytestmark = pytest.mark.slow
 
@@ -95,7 +96,7 @@ def test_torchrun_two_processes_end_to_end(tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "x 2 processes" in r.stdout and r.stdout.count("best accuracy") == 2
-    from mdistiller_ext import worklog
+    from mdistiller_ext.runs import worklog
 
     log = worklog.read(str(tmp_path / "out/cifar10_dhkd/dhkd,resnet20,resnet8/worklog.txt"))
     assert list(log.epochs) == [1, 2] and log.finished

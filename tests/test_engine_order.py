@@ -2,9 +2,10 @@
 import pytest
 import torch
 
-from mdistiller_ext import registration, worklog
+from mdistiller_ext.host import registration
+from mdistiller_ext.runs import worklog
 from mdistiller_ext.engine.evaluate import evaluate
-from mdistiller_ext.runtime import Machine, resolve
+from mdistiller_ext.engine.runtime import Machine, resolve
 
 from .test_study_options import Recording, resnet8, trainer_for
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from mdistiller_ext import worklog
+from mdistiller_ext.runs import worklog
 from mdistiller_ext.engine.wandb_log import tags_of
-from mdistiller_ext.train_cli import experiment_name, load_config
+from mdistiller_ext.runs.naming import experiment_name, load_config
 
 from .conftest import ROOT, run_train, write_cifar10_jpeg_tar
 
@@ -142,3 +142,14 @@ def test_eval_accepts_a_run_directory(work, tmp_path):
     (tmp_path / "epoch_3").write_bytes(b"x")
     r = evaluate(work, "-c", str(tmp_path))
     assert r.returncode == 2 and "folder without student_best" in r.stderr and "epoch_3" in r.stderr
+
+
+def test_eval_of_a_checkpoint_with_another_class_count_suggests_its_dataset(tmp_path, capsys):
+    from mdistiller_ext.builders import build_model
+    from mdistiller_ext.cli.eval import main
+
+    path = tmp_path / "ckpt_epoch_5.pth"
+    torch.save({"model": build_model("resnet8", "cifar10", 10).state_dict()}, path)
+    assert main(["-c", str(path), "-m", "resnet8"]) == 2  # no config beside it: cifar100 by default
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "10, as cifar10, against 100" in err and "-d" in err

@@ -6,13 +6,14 @@ from PIL import Image
 from torchvision import transforms
 from torchvision.transforms import functional as TF
 
-from mdistiller_ext import host, registration
-from mdistiller_ext.data import CIFAR100_MEAN, CIFAR100_STD, cifar_transforms
-from mdistiller_ext.runtime import fast_data_for as uses_fast_path
+from mdistiller_ext.host import adapter as host
+from mdistiller_ext.host import registration
+from mdistiller_ext.data.datasets import CIFAR100_MEAN, CIFAR100_STD, cifar_transforms
+from mdistiller_ext.data.loaders import fast_data_for as uses_fast_path
 from mdistiller_ext.methods.dhkd import DHKD
 from mdistiller_ext.errors import UserError
-from mdistiller_ext.fastdata import DeviceCifarLoader, random_crop_flip
-from mdistiller_ext.standalone.models import cifar_model_dict
+from mdistiller_ext.data.device import DeviceCifarLoader, random_crop_flip
+from mdistiller_ext.host.standalone.models import cifar_model_dict
 
 CPU = torch.device("cpu")
 

@@ -57,7 +57,7 @@ FAKE = {
         trainer_dict = {"base": BaseTrainer}
     """,
     "mdistiller/models/__init__.py": """
-        from mdistiller_ext.standalone.models import cifar_model_dict, imagenet_model_dict
+        from mdistiller_ext.host.standalone.models import cifar_model_dict, imagenet_model_dict
     """,
 }
 
@@ -109,7 +109,8 @@ def test_import_registers_into_host(tmp_path):
 
 
 def test_standalone_without_host():
-    from mdistiller_ext import host, registration
+    from mdistiller_ext.host import adapter as host
+    from mdistiller_ext.host import registration
 
     if host.HAS_MDISTILLER:
         pytest.skip("mdistiller is installed here")

@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from mdistiller_ext import worklog
+from mdistiller_ext.runs import worklog
 
 from .conftest import ROOT, SHARED, write_cifar10_jpeg_tar, write_cifar100_python
 
@@ -44,14 +44,14 @@ def data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("host_data")
     write_cifar100_python(root, n_train=2, n_test=1)
     torch.manual_seed(0)
-    from mdistiller_ext import host
+    from mdistiller_ext.host import adapter as host
 
     torch.save({"model": host.cifar_model_dict["resnet20"][0](num_classes=100).state_dict()}, root / "teacher.pth")
     return root
 
 
 def host_cfg(data: Path, out: Path, method: str, extra=()):
-    from mdistiller_ext.train_cli import load_config
+    from mdistiller_ext.runs.naming import load_config
 
     src = {"dhkd": "cifar100/dhkd/res56_res20.yaml", "aekt": "cifar100/aekt/res56_res20.yaml",
            "vanilla": "cifar100/vanilla/resnet56.yaml"}[method]
@@ -65,8 +65,9 @@ def host_cfg(data: Path, out: Path, method: str, extra=()):
 def train_through_host(cfg, opts):
     """train_cli's host route (mdistiller's trainer_dict[SOLVER.TRAINER]) on this machine's CPU."""
     from mdistiller_ext.builders import build_distiller
-    from mdistiller_ext.data import get_dataset
-    from mdistiller_ext.train_cli import experiment_name, train_with_host
+    from mdistiller_ext.data.loaders import get_dataset
+    from mdistiller_ext.host.route import train_with_host
+    from mdistiller_ext.runs.naming import experiment_name
 
     g = torch.Generator().manual_seed(0)
     train_loader, val_loader, n, classes = get_dataset(cfg, g, None)
@@ -74,7 +75,7 @@ def train_through_host(cfg, opts):
     name = experiment_name(cfg, opts)
     before = {k: v.clone() for k, v in distiller.state_dict().items()}
     captured = {}
-    from mdistiller_ext import registration
+    from mdistiller_ext.host import registration
 
     base = registration.host_trainers()[cfg.SOLVER.TRAINER]
     real_init = base.__init__

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mdistiller_ext import losses
+from mdistiller_ext.methods import losses
 
 LOG_COSH_1 = 0.4337808304830271  # log(cosh(1))
 

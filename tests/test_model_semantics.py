@@ -9,8 +9,8 @@ host's own model carrying the same weights.
 import pytest
 import torch
 
-from mdistiller_ext.standalone.models import cifar_model_dict, imagenet_model_dict
-from mdistiller_ext.standalone.models.blocks import Stage
+from mdistiller_ext.host.standalone.models import cifar_model_dict, imagenet_model_dict
+from mdistiller_ext.host.standalone.models.blocks import Stage
 
 STAGED = [("cifar", n) for n in ("resnet20", "resnet56", "resnet32x4", "ResNet18", "ResNet50", "ShuffleV1")] + \
          [("imagenet", n) for n in ("ResNet18", "ResNet50")]

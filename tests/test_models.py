@@ -2,10 +2,11 @@
 import pytest
 import torch
 
-from mdistiller_ext import host, registration
+from mdistiller_ext.host import adapter as host
+from mdistiller_ext.host import registration
 from mdistiller_ext.methods.dhkd import DHKD
-from mdistiller_ext.heads import AuxiliaryHead, classifier_of, expected_head_parameters
-from mdistiller_ext.standalone.models import cifar_model_dict, imagenet_model_dict
+from mdistiller_ext.methods.heads import AuxiliaryHead, classifier_of, expected_head_parameters
+from mdistiller_ext.host.standalone.models import cifar_model_dict, imagenet_model_dict
 
 CIFAR_STUDENTS = [n for n, (_, ckpt) in cifar_model_dict.items() if ckpt is None]
 IMAGENET_STUDENTS = ["ResNet18", "MobileNetV1"]
@@ -50,7 +51,7 @@ def test_imagenet_model_matches_host_facts(name, imagenet_facts):
 
 def test_host_checkpoint_round_trip(tmp_path):
     """A host-style checkpoint ({'model': state_dict}) loads strictly and reproduces the outputs."""
-    from mdistiller_ext.checkpoint import load_into
+    from mdistiller_ext.runs.checkpoint import load_into
 
     src = cifar_model_dict["resnet20"][0](num_classes=100).eval()
     torch.save({"model": src.state_dict()}, tmp_path / "ckpt_epoch_240.pth")

@@ -69,7 +69,7 @@ def tool(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
-    from mdistiller_ext.standalone.models import cifar_model_dict
+    from mdistiller_ext.host.standalone.models import cifar_model_dict
     from tests.conftest import write_cifar10_jpeg_tar
 
     w = tmp_path_factory.mktemp("one_file")
@@ -83,7 +83,8 @@ def work(tmp_path_factory):
 
 
 def test_the_method_is_registered_with_its_node_rules_and_recipe():
-    from mdistiller_ext import registration, registry
+    from mdistiller_ext import registry
+    from mdistiller_ext.host import registration
     from mdistiller_ext.generate import method_config
 
     m = registry.get("LOGITMSE")
@@ -130,7 +131,7 @@ def test_trains_through_tools_train_and_rejects_a_bad_value(work):
 
 
 def worklog_best(run: Path) -> float:
-    from mdistiller_ext import worklog
+    from mdistiller_ext.runs import worklog
 
     return worklog.read(str(run / "worklog.txt")).best_acc
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from mdistiller_ext.aggregate import RunResult
+from mdistiller_ext.reporting.aggregate import RunResult
 
 from .conftest import ROOT
 

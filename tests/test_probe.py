@@ -6,10 +6,12 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from mdistiller_ext import host, registration, worklog
+from mdistiller_ext.host import adapter as host
+from mdistiller_ext.host import registration
+from mdistiller_ext.runs import worklog
 from mdistiller_ext.methods.dhkd import DHKD
 from mdistiller_ext.engine.probe import GradProbe, conflict, shared_parameters
-from mdistiller_ext.heads import classifier_of
+from mdistiller_ext.methods.heads import classifier_of
 
 from .conftest import ROOT, run_train, write_cifar10_jpeg_tar
 

@@ -1,20 +1,22 @@
 """The method registry: what the built-ins register, duplicate names, plug-in loading, option tables."""
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 
-from mdistiller_ext import registration, registry
+from mdistiller_ext import registry
+from mdistiller_ext.host import registration
 from mdistiller_ext.errors import UserError
 from mdistiller_ext.registry import Method, register_method
 
 from .conftest import ROOT
 
 
-def test_builtin_methods_in_order_with_their_parts():
+def test_builtin_methods_with_their_parts():
     builtin = registry.methods(builtin_only=True)
-    assert [m.name for m in builtin] == ["NONE", "KD", "DKD", "CRD", "REVIEWKD", "DHKD", "AEKT"]
+    assert sorted(m.name for m in builtin) == sorted(["NONE", "KD", "DKD", "CRD", "REVIEWKD", "DHKD", "AEKT"])
     by_name = {m.name: m for m in builtin}
     assert by_name["DHKD"].node is not None and by_name["AEKT"].node is not None
     assert by_name["KD"].node is None  # the host's node
@@ -49,7 +51,8 @@ def test_every_method_rule_names_a_key_of_the_config():
 
 
 def test_string_options_validate_from_the_tables_that_build_them():
-    from mdistiller_ext import heads, losses
+    from mdistiller_ext.methods import heads
+    from mdistiller_ext.methods import losses
     from mdistiller_ext.methods import aekt, dhkd
 
     rules = dict(registry.rules())
@@ -73,3 +76,27 @@ def test_a_plugin_that_fails_to_load_is_one_line(tmp_path):
     missing = subprocess.run([sys.executable, str(ROOT / "tools/train.py"), "--plugin", str(tmp_path / "nope.py"),
                               "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1 and "no such file" in missing.stderr
+
+
+def test_every_method_module_in_the_package_is_registered():
+    """The modules of methods/ that register a method are exactly the built-ins' modules (methods/<slug>.py)."""
+    folder = ROOT / "mdistiller_ext" / "methods"
+    registering = {p.stem for p in folder.glob("*.py") if re.search(r"@register_method|^add\(Method|registry\.add\(", p.read_text(), re.M)}
+    assert registering == {m.slug for m in registry.methods(builtin_only=True)}
+
+
+def test_a_new_file_in_methods_is_discovered_without_editing_anything_else(tmp_path):
+    import shutil
+
+    shutil.copytree(ROOT / "mdistiller_ext", tmp_path / "mdistiller_ext", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "mdistiller_ext" / "methods" / "zz_new.py").write_text(
+        "from mdistiller_ext.methods.kd import KD\n"
+        "from mdistiller_ext.registry import register_method\n\n\n"
+        "@register_method('ZZNEW', summary='a copy of KD under a new name')\n"
+        "class ZZNew(KD):\n    pass\n")
+    code = ("from mdistiller_ext import registry; m = registry.get('ZZNEW'); "
+            "print(m.builtin, m.distiller.__module__)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert r.stdout.split() == ["True", "mdistiller_ext.methods.zz_new"]

@@ -11,8 +11,8 @@ import pytest
 import torch
 import yaml
 
-from mdistiller_ext import worklog
-from mdistiller_ext.standalone.models import cifar_model_dict
+from mdistiller_ext.runs import worklog
+from mdistiller_ext.host.standalone.models import cifar_model_dict
 
 from .conftest import ROOT, write_cifar10_jpeg_tar
 

@@ -10,8 +10,8 @@ import time
 import pytest
 import torch
 
-from mdistiller_ext import worklog
-from mdistiller_ext.checkpoint import load_safe, save_atomic
+from mdistiller_ext.runs import worklog
+from mdistiller_ext.runs.checkpoint import load_safe, save_atomic
 from mdistiller_ext.errors import UserError
 
 from .conftest import ROOT

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from mdistiller_ext import registration
+from mdistiller_ext.host import registration
 from mdistiller_ext.errors import UserError
-from mdistiller_ext.fastdata import DeviceCifarLoader
-from mdistiller_ext.runtime import Machine, host_refusals, resolve, resolve_amp, resolve_device
+from mdistiller_ext.data.device import DeviceCifarLoader
+from mdistiller_ext.engine.runtime import Machine, host_refusals, resolve, resolve_amp, resolve_device
 
 from .conftest import ROOT
 
@@ -115,3 +115,14 @@ def test_torch_floor_covers_the_apis_used():
     floors = [re.search(r"torch>=([\d.]+)", (ROOT / f).read_text()).group(1) for f in ("requirements.txt", "pyproject.toml")]
     assert floors[0] == floors[1] and tuple(int(p) for p in floors[0].split(".")) >= (2, 3)
     assert "torch.amp.GradScaler" in (ROOT / "mdistiller_ext/engine/step.py").read_text()
+
+
+def test_a_busy_machine_is_said_when_torch_would_use_several_threads():
+    from mdistiller_ext.engine.runtime import busy_machine_warning
+
+    assert busy_machine_warning(1, cores=2, load=4.0) is None  # one thread: nothing to oversubscribe
+    assert busy_machine_warning(2, cores=2, load=0.2) is None  # idle: torch's default is the fastest
+    line = busy_machine_warning(2, cores=2, load=2.0)
+    assert line.startswith("warning: this machine is busy (load 2.0 on 2 cores)") and "EXT.THREADS 1" in line
+    assert len(line.splitlines()) == 1
+    assert busy_machine_warning(4, cores=16, load=3.0) is None  # plenty of free cores

@@ -12,11 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from mdistiller_ext import losses
-from mdistiller_ext.archive import safe_extract
-from mdistiller_ext.checkpoint import load_into, load_safe, save_atomic
+from mdistiller_ext.methods import losses
+from mdistiller_ext.runs.archive import safe_extract
+from mdistiller_ext.runs.checkpoint import load_into, load_safe, save_atomic
 from mdistiller_ext.errors import UserError
-from mdistiller_ext.standalone.models import cifar_model_dict
+from mdistiller_ext.host.standalone.models import cifar_model_dict
 
 from .conftest import ROOT
 

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from mdistiller_ext.stats import incomplete_beta, mean_std, t_cdf, t_critical, two_sided_p, welch
+from mdistiller_ext.reporting.stats import incomplete_beta, mean_std, t_cdf, t_critical, two_sided_p, welch
 
 
 def test_mean_std():

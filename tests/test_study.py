@@ -2,9 +2,9 @@
 import pytest
 import yaml
 
-from mdistiller_ext import sweep
+from mdistiller_ext.cli import sweep
 from mdistiller_ext.config import flat_config
-from mdistiller_ext.train_cli import load_config
+from mdistiller_ext.runs.naming import load_config
 
 from .conftest import ROOT
 
@@ -82,8 +82,8 @@ def test_claims_arithmetic(claims):
 
 
 def test_probe_summary_counts_conflicting_measurements(tmp_path, claims):
-    from mdistiller_ext import aggregate
-    from mdistiller_ext.worklog import best_line, epoch_block
+    from mdistiller_ext.reporting import aggregate
+    from mdistiller_ext.runs.worklog import best_line, epoch_block
 
     runs = []
     for seed, rows in enumerate([[(1, 0.5), (1, -0.25), (2, 0.25)], [(1, 0.75), (2, float("nan")), (2, -0.5)]]):
@@ -111,8 +111,9 @@ def test_probe_summary_counts_conflicting_measurements(tmp_path, claims):
 def test_run_table_sums_cost_segments_and_names_missing_epochs(tmp_path, claims):
     import json
 
-    from mdistiller_ext import aggregate, provenance
-    from mdistiller_ext.worklog import best_line, epoch_block
+    from mdistiller_ext.reporting import aggregate
+    from mdistiller_ext.runs import provenance
+    from mdistiller_ext.runs.worklog import best_line, epoch_block
 
     runs = {}
     for name, segments, resumed in (

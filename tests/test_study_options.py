@@ -8,14 +8,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mdistiller_ext import losses, registration, worklog
-from mdistiller_ext.data import build_splits, stratified_holdout
+from mdistiller_ext.methods import losses
+from mdistiller_ext.host import registration
+from mdistiller_ext.runs import worklog
+from mdistiller_ext.data.datasets import build_splits, stratified_holdout
 from mdistiller_ext.errors import UserError
-from mdistiller_ext.fastdata import DeviceCifarLoader
+from mdistiller_ext.data.device import DeviceCifarLoader
 from mdistiller_ext.methods.aekt import AEKT
 from mdistiller_ext.methods.base import Distiller, warmup_factor
 from mdistiller_ext.methods.dkd import DKD
-from mdistiller_ext.standalone.models import cifar_model_dict
+from mdistiller_ext.host.standalone.models import cifar_model_dict
 from mdistiller_ext.validate import validate
 
 from .conftest import write_cifar10_jpeg_tar

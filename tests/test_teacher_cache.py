@@ -15,11 +15,11 @@ import pytest
 import torch
 import yaml
 
-from mdistiller_ext import teacher_cache as tc
-from mdistiller_ext import worklog
+from mdistiller_ext.data import teacher_cache as tc
+from mdistiller_ext.runs import worklog
 from mdistiller_ext.errors import UserError
-from mdistiller_ext.fastdata import DeviceCifarLoader, random_crop_flip, view_ids, view_params
-from mdistiller_ext.standalone.models import cifar_model_dict
+from mdistiller_ext.data.device import DeviceCifarLoader, random_crop_flip, view_ids, view_params
+from mdistiller_ext.host.standalone.models import cifar_model_dict
 
 from .conftest import ROOT, run_train, write_cifar10_jpeg_tar
 
@@ -139,7 +139,7 @@ def test_a_cache_of_another_teacher_is_refused(tmp_path):
 FILLER = textwrap.dedent("""
     import sys, torch
     sys.path.insert(0, {root!r})
-    from mdistiller_ext import teacher_cache as tc
+    from mdistiller_ext.data import teacher_cache as tc
     from tests.test_teacher_cache import key
     store = tc.LogitStore.open({path!r}, key(), {{"train": 400, "test": 2}})
     g = torch.Generator().manual_seed(int(sys.argv[1]))
@@ -256,7 +256,8 @@ def test_cache_on_where_it_cannot_apply_is_one_line(work):
 
 @pytest.mark.parametrize("method", ["KD", "DKD", "DHKD", "AEKT"])
 def test_logit_methods_use_the_logits_they_are_given_and_never_run_the_teacher(method):
-    from mdistiller_ext import registration, registry
+    from mdistiller_ext import registry
+    from mdistiller_ext.host import registration
 
     cfg = registration.base_cfg()
     cfg.DISTILLER.TYPE = method
@@ -285,7 +286,7 @@ def test_an_up_front_build_fills_every_view_and_a_new_seed_then_hits_every_time(
     record = json.loads((cache / "record.json").read_text())
     net = teacher(5)
     store = tc.LogitStore.open(str(work / "data" / "teacher_logits"), record["key"], record["sizes"])
-    from mdistiller_ext.data import load_cifar10
+    from mdistiller_ext.data.sources import load_cifar10
 
     x, y = load_cifar10(str(work / "data"), str(work / "data"), False)["train"]
     loader = DeviceCifarLoader(x, y, 16, MEAN, STD, torch.device("cpu"), True)

@@ -8,9 +8,9 @@ import pytest
 import torch
 import yaml
 
-from mdistiller_ext import worklog
-from mdistiller_ext.host import HAS_MDISTILLER
-from mdistiller_ext.standalone.models import cifar_model_dict
+from mdistiller_ext.runs import worklog
+from mdistiller_ext.host.adapter import HAS_MDISTILLER
+from mdistiller_ext.host.standalone.models import cifar_model_dict
 
 from .conftest import ROOT, run_train, write_cifar10_jpeg_tar
 
@@ -83,7 +83,7 @@ def test_student_reports_and_records_its_teacher(work):
     assert info["teacher"]["sha256"] == hashlib.sha256(exported.read_bytes()).hexdigest() == info["teacher_sha256"]
     assert info["teacher"]["test_acc"] == record["test_acc"]
     # how the run was computed, as resolved on this machine (config.yaml says "auto")
-    from mdistiller_ext.host import HAS_MDISTILLER
+    from mdistiller_ext.host.adapter import HAS_MDISTILLER
 
     assert info["route"] == "mdistiller_ext engine" and info["amp"] == "fp32" and info["world_size"] == 1
     assert info["data_path"] == "device-resident (fast)" and info["channels_last"] is False
@@ -171,6 +171,8 @@ BAD = [
     (["EXT.CKPT_ROOT", "empty"], "no cifar10 teacher checkpoint for resnet8: looked for empty/cifar10_teachers/resnet8_vanilla/ckpt_epoch_240.pth"),
     (["EXT.CKPT_ROOT", "@100"], "num_classes differs"),
     (["EXT.DATA_ROOT", "nowhere"], "cifar10 not found at nowhere"),
+    # a missing teacher is said before the data is looked for (or downloaded)
+    (["EXT.DATA_ROOT", "nowhere", "EXT.CKPT_ROOT", "empty"], "no cifar10 teacher checkpoint for resnet8"),
     (["EXT.TEACHER_CKPT", "missing.pth"], "EXT.TEACHER_CKPT missing.pth does not exist"),
     (["DHKD.NOPE", "1"], "override unknown config key DHKD.NOPE"),
     (["DHKD.TT", "3"], "override unknown config key DHKD.TT; did you mean DHKD.T?"),

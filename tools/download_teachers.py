@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mdistiller_ext.archive import RELEASE_URL, download, safe_extract, sha256_of  # noqa: E402
+from mdistiller_ext.runs.archive import RELEASE_URL, download, safe_extract, sha256_of  # noqa: E402
 from mdistiller_ext.errors import UserError  # noqa: E402
 
 

@@ -5,7 +5,7 @@ python docs/cifar10_study/claims.py        (after: python tools/compare.py --swe
 For each claim: the best-epoch test top-1 of each side (mean ± sample std over seeds), the difference
 of the means with its standard error and degrees of freedom, and a verdict from a two-sided t-test at
 the 5% level: "supported" when the difference exceeds t(0.975, df) standard errors (the exact
-quantile for the fractional Welch-Satterthwaite df, mdistiller_ext.stats) in the claimed
+quantile for the fractional Welch-Satterthwaite df, mdistiller_ext.reporting.stats) in the claimed
 direction, "contradicted" when it does so the other way, else "cannot be resolved at this size".
 Two sides with several runs each: Welch's test (SE = sqrt(s_a^2/n_a + s_b^2/n_b), Welch-Satterthwaite
 df). One side with a single run: its spread is taken to be the other side's (SE = s * sqrt(1/n_a +
@@ -20,8 +20,9 @@ from typing import Dict, List
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
-from mdistiller_ext import aggregate, provenance  # noqa: E402
-from mdistiller_ext.stats import mean_std, t_critical, two_sided_p, welch  # noqa: E402
+from mdistiller_ext.reporting import aggregate  # noqa: E402
+from mdistiller_ext.runs import provenance
+from mdistiller_ext.reporting.stats import mean_std, t_critical, two_sided_p, welch  # noqa: E402
 
 RUNS = os.path.join(HERE, "runs")
 # the first round's DKD and AEKT runs, which had no warm-up: evidence of what that did, never pooled with RUNS

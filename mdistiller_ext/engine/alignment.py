@@ -8,7 +8,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from ..methods.base import require_split, split_by_names
+from mdistiller_ext.methods.base import require_split, split_by_names
 
 
 def _dot(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> torch.Tensor:

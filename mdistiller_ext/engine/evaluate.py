@@ -6,8 +6,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..methods.base import hook
-from .step import autocast_context
+from mdistiller_ext.methods.base import hook
+from mdistiller_ext.engine.step import autocast_context
 
 
 def topk_correct(logits: torch.Tensor, target: torch.Tensor, ks=(1, 5)) -> torch.Tensor:

@@ -7,7 +7,7 @@ the standalone engine runs.
 """
 import time
 
-from .step import StepSetup, train_step
+from mdistiller_ext.engine.step import StepSetup, train_step
 
 
 def make_align_trainer(base_trainer: type) -> type:

@@ -12,8 +12,8 @@ from typing import Callable, Dict, List, Optional
 import torch
 import torch.nn as nn
 
-from ..heads import classifier_of
-from ..methods.base import split_by_names
+from mdistiller_ext.methods.heads import classifier_of
+from mdistiller_ext.methods.base import split_by_names
 
 
 def shared_parameters(student: nn.Module) -> List[nn.Parameter]:

@@ -7,9 +7,9 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from ..config import NONFINITE_MODES
-from ..methods.base import hook, split_by_names
-from .alignment import aligned_backward
+from mdistiller_ext.config import NONFINITE_MODES
+from mdistiller_ext.methods.base import hook, split_by_names
+from mdistiller_ext.engine.alignment import aligned_backward
 
 Losses = Dict[str, torch.Tensor]
 

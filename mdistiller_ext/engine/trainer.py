@@ -21,22 +21,22 @@ import torch.nn as nn
 from tqdm import tqdm
 from yacs.config import CfgNode
 
-from .. import host, provenance, worklog
-from ..atomic import interrupts_deferred, write_text
-from ..checkpoint import load_safe, save_atomic
-from ..config import flat_config, write_config
-from ..runtime import Runtime, resolve
-from ..errors import UserError
-from .evaluate import evaluate, topk_correct
-from ..methods.base import hook
-from .step import NonFiniteGuard, StepSetup, train_step
-from . import wandb_log
-from .probe import GradProbe
-from .distributed import SINGLE, DistInfo, all_reduce_mean_, all_reduce_sum, barrier
+from mdistiller_ext.host import adapter as host
+from mdistiller_ext.runs import provenance
+from mdistiller_ext.runs import worklog
+from mdistiller_ext.atomic import interrupts_deferred, write_text
+from mdistiller_ext.runs.checkpoint import load_safe, save_atomic
+from mdistiller_ext.config import write_config
+from mdistiller_ext.engine.runtime import Runtime, resolve
+from mdistiller_ext.errors import UserError
+from mdistiller_ext.engine.evaluate import evaluate, topk_correct
+from mdistiller_ext.methods.base import hook
+from mdistiller_ext.engine.step import NonFiniteGuard, StepSetup, train_step
+from mdistiller_ext.engine import wandb_log
+from mdistiller_ext.engine.probe import GradProbe
+from mdistiller_ext.runs.pooling import config_differences
+from mdistiller_ext.engine.distributed import SINGLE, DistInfo, all_reduce_mean_, all_reduce_sum, barrier
 
-# config keys that may change between a run and its resume without changing the epochs already run
-# (the runtime record says what a different device or engine resolved to; SOLVER.EPOCHS extends a run)
-RESUME_NEUTRAL_KEYS = provenance.NUMBER_NEUTRAL_KEYS + ("SOLVER.EPOCHS", "EXT.DEVICE", "EXT.ENGINE")
 CHECK_EVERY = 50  # steps between progress-bar refreshes and non-finite checks (each one syncs) ...
 REFRESH_SECONDS = 5.0  # ... or sooner when this much time has passed, however few the steps
 LOG_SECONDS = 60.0  # without a terminal (logs of sweeps, nohup, CI): a progress line at most this often
@@ -57,12 +57,6 @@ def seed_everything(seed: int) -> None:
 def epoch_seed(cfg: CfgNode, epoch: int) -> int:
     # every epoch's randomness depends only on (seed, epoch), so a resumed run repeats it exactly
     return cfg.EXT.SEED * 1_000_003 + epoch
-
-
-def config_differences(saved: CfgNode, current: CfgNode) -> List[str]:
-    a, b = flat_config(saved), flat_config(current)
-    keys = sorted((set(a) | set(b)) - set(RESUME_NEUTRAL_KEYS))
-    return [f"{k}: {a.get(k, '<absent>')} -> {b.get(k, '<absent>')}" for k in keys if a.get(k) != b.get(k)]
 
 
 def _duration(seconds: float) -> str:
@@ -130,7 +124,7 @@ class Trainer:
                                          momentum=cfg.SOLVER.MOMENTUM, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
         self.cached = None
         if teacher_store is not None:
-            from ..teacher_cache import CachedTeacher, place
+            from mdistiller_ext.data.teacher_cache import CachedTeacher, place
 
             self.cached = CachedTeacher(self.distiller.teacher, teacher_store, self.amp)
             self.cache_place = place(teacher_store, device)

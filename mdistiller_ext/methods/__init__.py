@@ -1,3 +1,8 @@
-"""The built-in methods, one module each; importing this package registers them (in this order:
-the order of generated configs and of the README's tables)."""
-from . import vanilla, kd, dkd, crd, reviewkd, dhkd, aekt  # noqa: F401
+"""The built-in methods, one module each. Importing this package imports every module in it, so a
+method's file is all it takes to add one (a module that registers nothing, such as ``losses`` or
+``heads``, is a helper); nothing keeps a list of them that could leave one out."""
+import importlib
+import pkgutil
+
+for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+    importlib.import_module(f"{__name__}.{_info.name}")

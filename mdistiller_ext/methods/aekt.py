@@ -9,13 +9,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
-from .. import losses
-from ..heads import SerializationLayer, SerializedStudent, classifier_of
-from ..registry import register_method
-from ..rules import NON_NEGATIVE, POSITIVE, one_of
-from ..errors import UserError
-from .base import Distiller, Output, fractional_warmup_on_host, step_warmup, teacher_logits
-from .dkd import BETA
+from mdistiller_ext.methods import losses
+from mdistiller_ext.methods.heads import SerializationLayer, SerializedStudent, classifier_of
+from mdistiller_ext.registry import register_method
+from mdistiller_ext.rules import NON_NEGATIVE, POSITIVE, one_of
+from mdistiller_ext.errors import UserError
+from mdistiller_ext.methods.base import Distiller, Output, fractional_warmup_on_host, step_warmup, teacher_logits
+from mdistiller_ext.methods.dkd import BETA
 
 
 def node() -> CN:

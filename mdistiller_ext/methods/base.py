@@ -10,7 +10,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from .. import host
+from mdistiller_ext.host import adapter as host
 
 Output = Tuple[torch.Tensor, Dict[str, torch.Tensor]]
 
@@ -33,7 +33,7 @@ def warmup_factor(epoch: int, warmup: float, progress: Optional[float] = None) -
 
 def fractional_warmup_on_host(key: str, warmup: float) -> None:
     """mdistiller's trainers pass the integer epoch only: a per-step (fractional) warm-up cannot run there."""
-    from ..errors import UserError
+    from mdistiller_ext.errors import UserError
 
     if warmup > 0 and not float(warmup).is_integer():
         raise UserError(f"config {key} = {warmup} (a fractional warm-up, ramped per step) needs this project's engine "

@@ -2,11 +2,11 @@
 no implementation here). Registered for its recipe: the embedding input sizes come from the models."""
 from yacs.config import CfgNode
 
-from .. import host
-from ..baselines import crd_settings, zoo_shapes
-from ..errors import UserError
-from ..recipes import IMAGENET_FEATURE_SOLVER
-from ..registry import Method, add
+from mdistiller_ext.host import adapter as host
+from mdistiller_ext.methods.feature_shapes import crd_settings, zoo_shapes
+from mdistiller_ext.errors import UserError
+from mdistiller_ext.recipes import IMAGENET_FEATURE_SOLVER
+from mdistiller_ext.registry import Method, add
 
 
 def recipe(dataset: str, pair_name: str, pair) -> dict:

@@ -7,11 +7,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
-from .. import losses
-from ..heads import HEAD_INITS, HEAD_TYPES, AuxiliaryHead, classifier_of
-from ..registry import register_method
-from ..rules import NON_NEGATIVE, POSITIVE, POSITIVE_INT, in_unit_interval, integer_at_least, one_of
-from .base import Distiller, Output, teacher_logits
+from mdistiller_ext.methods import losses
+from mdistiller_ext.methods.heads import HEAD_INITS, HEAD_TYPES, AuxiliaryHead, classifier_of
+from mdistiller_ext.registry import register_method
+from mdistiller_ext.rules import NON_NEGATIVE, POSITIVE, POSITIVE_INT, in_unit_interval, integer_at_least, one_of
+from mdistiller_ext.methods.base import Distiller, Output, teacher_logits
 
 
 def node() -> CN:

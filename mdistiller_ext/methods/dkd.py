@@ -7,10 +7,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from yacs.config import CfgNode
 
-from .. import losses
-from ..registry import register_method
-from ..rules import NON_NEGATIVE, POSITIVE
-from .base import Distiller, Output, fractional_warmup_on_host, step_warmup, teacher_logits
+from mdistiller_ext.methods import losses
+from mdistiller_ext.registry import register_method
+from mdistiller_ext.rules import NON_NEGATIVE, POSITIVE
+from mdistiller_ext.methods.base import Distiller, Output, fractional_warmup_on_host, step_warmup, teacher_logits
 
 # DKD's per-pair beta (mdistiller's configs); AEKT uses the same values. CIFAR-10 pairs take the
 # CIFAR-100 value of the same teacher family (a choice, not a published setting).

@@ -5,10 +5,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from yacs.config import CfgNode
 
-from .. import losses
-from ..registry import register_method
-from ..rules import NON_NEGATIVE, POSITIVE
-from .base import Distiller, Output, teacher_logits
+from mdistiller_ext.methods import losses
+from mdistiller_ext.registry import register_method
+from mdistiller_ext.rules import NON_NEGATIVE, POSITIVE
+from mdistiller_ext.methods.base import Distiller, Output, teacher_logits
 
 
 def recipe(dataset: str, pair_name: str, pair) -> dict:

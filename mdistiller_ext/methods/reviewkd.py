@@ -2,10 +2,10 @@
 from the models, the weights from mdistiller's configs."""
 from yacs.config import CfgNode
 
-from ..baselines import forward_shapes, reviewkd_settings, zoo_shapes
-from ..errors import UserError
-from ..recipes import IMAGENET_FEATURE_SOLVER
-from ..registry import Method, add
+from mdistiller_ext.methods.feature_shapes import forward_shapes, reviewkd_settings, zoo_shapes
+from mdistiller_ext.errors import UserError
+from mdistiller_ext.recipes import IMAGENET_FEATURE_SOLVER
+from mdistiller_ext.registry import Method, add
 
 CIFAR_WEIGHT = 5.0
 # mdistiller's ImageNet settings that are not shape-derived: (REVIEWKD_WEIGHT, MAX_MID_CHANNEL)

@@ -1,0 +1,155 @@
+"""Side-by-side comparison: run methods x pairs x seeds, then tabulate against published numbers.
+
+  python tools/compare.py --dataset cifar10 --methods kd dkd dhkd --pairs res20_res8 --seeds 0 1 \\
+      --set SOLVER.EPOCHS 3 EXT.TRAIN_SUBSET 5000 --out docs/example
+  python tools/compare.py --sweep sweep.yaml                 # the same options from a yaml file, or
+                                                            # explicit configs: runs: [{config, seeds, set}]
+  python tools/compare.py ... --dry-run                      # print what would run
+  python tools/compare.py --sweep sweep.yaml --jobs 2        # two runs at a time (teachers first)
+  python tools/compare.py --runs output/cifar100_baselines/* --out report   # aggregate existing run dirs
+                                                            # (this engine's or mdistiller's)
+  python tools/compare.py --plugin my_method.py --methods mykd ... # a method from outside the package
+
+Configs are read from ./configs (or --configs DIR); a method with a recipe but no config file there
+(a plug-in, say) gets one written from its recipe under <out>/configs.
+
+Finished runs are skipped, interrupted ones resumed, finished ones never overwritten. Writes
+<out>/comparison.md, comparison.csv, bars.png and curves_<dataset>_<pair>.png.
+"""
+import argparse
+import glob
+import os
+import sys
+
+import yaml
+
+from mdistiller_ext.reporting import aggregate
+from mdistiller_ext.reporting import reference
+from mdistiller_ext.host import registration
+from mdistiller_ext.cli import sweep
+from mdistiller_ext.errors import UserError
+
+SWEEP_KEYS = {"dataset", "methods", "pairs", "seeds", "set", "out", "runs", "replace_report", "configs", "plugins",
+              "jobs"}
+
+
+def parse(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="\n".join(__doc__.splitlines()[1:]))
+    ap.add_argument("--sweep", help="yaml with dataset, methods, pairs, seeds, set (a mapping of overrides), out")
+    ap.add_argument("--dataset", default=None)
+    ap.add_argument("--methods", nargs="+")
+    ap.add_argument("--pairs", nargs="+")
+    ap.add_argument("--seeds", nargs="+", type=int)
+    ap.add_argument("--set", nargs="+", default=None, metavar="KEY VALUE", help="overrides for every run")
+    ap.add_argument("--runs", nargs="+", help="aggregate these run directories (globs allowed) instead of planning runs")
+    ap.add_argument("--out", default=None, help="report folder (default: comparison)")
+    ap.add_argument("--configs", default=None, help="folder of configs/<dataset>/<method>/<pair>.yaml (default: ./configs)")
+    ap.add_argument("--plugin", action="append", default=None, metavar="FILE_OR_MODULE",
+                    help="a method module from outside the package (its runs load it too); repeatable")
+    ap.add_argument("--jobs", type=int, default=None,
+                    help="runs side by side (default 1); each gets cpu_count/jobs CPU threads unless OMP_NUM_THREADS "
+                         "is set; a run waits for the planned run that makes its teacher")
+    ap.add_argument("--dry-run", action="store_true")
+    ap.add_argument("--no-run", action="store_true", help="only aggregate the planned runs that exist")
+    ap.add_argument("--reference", default=reference.DEFAULT_PATH, help="reference-results yaml")
+    ap.add_argument("--replace-report", action="store_true",
+                    help="write the report over an existing one in --out (refused otherwise, e.g. a committed example)")
+    ap.add_argument("--pool-runtimes", action="store_true",
+                    help="pool runs of one config even when they were computed differently (route, precision, data "
+                         "path, zoo, versions); by default such runs are separate rows")
+    args = ap.parse_args(argv)
+    args.config_runs = None
+    if args.sweep:
+        with open(args.sweep) as f:
+            spec = yaml.safe_load(f) or {}
+        unknown = set(spec) - SWEEP_KEYS
+        if unknown:
+            raise UserError(f"{args.sweep}: unknown keys {sorted(unknown)}; allowed: {sorted(SWEEP_KEYS)}")
+        overrides = [str(x) for kv in (spec.get("set") or {}).items() for x in kv]
+        args.config_runs = spec.get("runs")
+        args.replace_report = args.replace_report or bool(spec.get("replace_report"))
+        for key, value in (("dataset", spec.get("dataset")), ("methods", spec.get("methods")), ("pairs", spec.get("pairs")),
+                           ("seeds", spec.get("seeds")), ("set", overrides or None), ("out", spec.get("out")),
+                           ("configs", spec.get("configs")), ("plugin", spec.get("plugins")), ("jobs", spec.get("jobs"))):
+            if getattr(args, key) is None and value is not None:
+                setattr(args, key, value)
+    args.out = args.out or "comparison"
+    args.configs = args.configs or "configs"
+    args.set = args.set or []
+    args.jobs = 1 if args.jobs is None else args.jobs
+    if not isinstance(args.jobs, int) or args.jobs < 1:
+        raise UserError(f"jobs must be a whole number of at least 1; got {args.jobs!r}")
+    if not args.runs and not args.config_runs and not (args.dataset and args.methods and args.pairs and args.seeds):
+        raise UserError("give --dataset, --methods, --pairs and --seeds (or --sweep FILE), or --runs DIR...")
+    if len(args.set) % 2:
+        raise UserError(f"--set takes KEY VALUE pairs; got {len(args.set)} words")
+    return args
+
+
+def report(results, refs, out: str, pool_runtimes: bool = False) -> None:
+    rows = aggregate.summarize(results, refs, pool_runtimes)
+    others = [r for r in results if r.status != "finished"]
+    if not rows:  # nothing is written, not even the --out folder
+        raise UserError("no finished runs to compare" + (f"; {len(others)} unfinished" if others else ""))
+    os.makedirs(out, exist_ok=True)
+    text = aggregate.write_markdown(rows, others, refs, os.path.join(out, "comparison.md"))
+    aggregate.write_csv(rows, os.path.join(out, "comparison.csv"))
+    aggregate.plot_bars(rows, os.path.join(out, "bars.png"))
+    aggregate.plot_curves(rows, lambda ds, pair: os.path.join(out, f"curves_{ds}_{pair}.png"))
+    probes = aggregate.plot_probe(rows, lambda ds, pair: os.path.join(out, f"probe_{ds}_{pair}.png"))
+    print(text)
+    print(f"report written to {out}/ (comparison.md, comparison.csv, bars.png, curves_*.png"
+          + (", probe_*.png" if probes else "") + ")")
+
+
+def main(argv=None) -> int:
+    try:
+        args = parse(argv)
+        if args.plugin:
+            registration.add_plugins(args.plugin)
+        refs = reference.load(args.reference)
+        if args.runs:
+            dirs = aggregate.find_runs(d for pattern in args.runs for d in glob.glob(pattern) if os.path.isdir(d))
+            if not dirs:
+                raise UserError(f"no run directories match {' '.join(args.runs)}")
+            aggregate.check_report_dir(args.out, args.replace_report)
+            report([aggregate.read_run(d, args.dataset) for d in dirs], refs, args.out, args.pool_runtimes)
+            return 0
+        if args.config_runs:
+            specs = sweep.plan_configs(args.config_runs, args.set)
+        else:
+            specs = sweep.plan(args.dataset, args.methods, args.pairs, args.seeds, args.set, args.configs,
+                               os.path.join(args.out, "configs"))
+        if args.dry_run:
+            no_teacher = []
+            for s in specs:
+                state = sweep.status(s)
+                action = {"finished": "skip", "partial": "resume", "missing": "run"}[state]
+                words = {"finished": "finished", "partial": "partial", "missing": "not run yet"}[state]
+                print(f"{words:12s} {s.label} -> {action} in {s.run_dir}")
+                if action != "skip":
+                    print(f"             python {' '.join(os.path.relpath(a) if os.path.isabs(a) else a for a in sweep.command(s, state)[1:])}")
+                    missing = sweep.missing_teacher(s, specs)
+                    if missing:
+                        no_teacher.append(s)
+                        print(f"             warning: {missing}")
+            if no_teacher:
+                print(f"warning: {len(no_teacher)} of {len(specs)} runs need a teacher that does not exist yet "
+                      "(train it first, e.g. with the vanilla config named above)", file=sys.stderr)
+            return 0
+        aggregate.check_report_dir(args.out, args.replace_report)
+        failed = []
+        if not args.no_run:
+            failed = sweep.execute(specs, os.path.join(args.out, "logs"), jobs=args.jobs)["failed"]
+        report([aggregate.read_run(s.run_dir) for s in specs], refs, args.out, args.pool_runtimes)
+        if failed:
+            print(f"{len(failed)} run(s) failed:", file=sys.stderr)
+            for spec, rc, last, log in failed:
+                print(f"  {spec.label}: exit {rc}: {last} (log: {log})", file=sys.stderr)
+            return 1
+        return 0
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+

@@ -1,0 +1,179 @@
+"""``python tools/train.py --cfg X.yaml [--resume] [KEY VALUE ...]``: the host's CLI, on any device.
+
+The orchestration of one run: the config and its run directory, the runtime (which route, device,
+precision), data, distiller and teacher, then this project's engine or mdistiller's trainers
+(``engine/runtime.py`` decides; ``host/route.py`` is mdistiller's route). Either way the run directory
+is LOG.PREFIX/EXPERIMENT.PROJECT/<name>[,KEY:VALUE...].
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING, List, Optional
+
+from mdistiller_ext import registry
+from mdistiller_ext.cli.train_args import parse_args, unread_overrides
+from mdistiller_ext.errors import UserError
+from mdistiller_ext.runs.directory import check_run_dir, resolve_run, start_run_dir
+
+if TYPE_CHECKING:  # torch loads on first use: --help and config errors answer without it
+    import torch
+
+
+def run(argv: Optional[List[str]] = None) -> Optional[float]:
+    args = parse_args(argv)  # before torch loads: --help answers at once
+    import torch
+
+    from mdistiller_ext.engine.distributed import barrier, init_from_env
+    from mdistiller_ext.engine.runtime import resolve
+    from mdistiller_ext.validate import validate, validate_values
+
+    if args.check:
+        from mdistiller_ext.cli.check import check
+
+        return check(args)
+    cfg, name = resolve_run(args)
+    for key in unread_overrides(cfg, args.opts):
+        print(f"warning: {key} is set, but DISTILLER.TYPE {cfg.DISTILLER.TYPE} does not read the {key.split('.')[0]} "
+              "node", file=sys.stderr)
+    if cfg.EXT.DETERMINISTIC:  # cuBLAS reads it when CUDA starts: before anything touches CUDA
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    if cfg.EXT.THREADS > 0:
+        torch.set_num_threads(cfg.EXT.THREADS)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    validate_values(cfg)
+    rt = resolve(cfg, local_rank=int(os.environ.get("LOCAL_RANK", "0")), world_size=world)
+    device, host_engine = rt.device, rt.host
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(rt.line(), flush=True)  # the run's first line: what every auto became
+    validate(cfg, standalone_engine=not host_engine)
+    if world > 1 and cfg.EXT.GRAD_PROBE_EVERY > 0:
+        raise UserError("config EXT.GRAD_PROBE_EVERY runs in a single process; set it to 0 under torchrun")
+    dist_info = init_from_env(device.type == "cuda")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    log_path = os.path.join(cfg.LOG.PREFIX, name)
+    if dist_info.is_main and not args.resume:
+        check_run_dir(log_path, args.overwrite)
+
+    from mdistiller_ext.builders import build_distiller
+    from mdistiller_ext.data.loaders import get_loaders
+
+    if cfg.EXT.DETERMINISTIC:
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    torch.manual_seed(cfg.EXT.SEED)
+    generator = torch.Generator()
+    generator.manual_seed(cfg.EXT.SEED)
+
+    method = registry.find(cfg.DISTILLER.TYPE)
+    has_teacher = method is None or method.needs_teacher
+    if has_teacher:  # a missing teacher is said before any data is read (or downloaded)
+        from mdistiller_ext.builders import teacher_path
+
+        teacher_path(cfg)
+    holdout_loader, data_record = None, {}
+    if host_engine and method is not None and method.host_data:
+        from mdistiller.dataset import get_dataset as host_get_dataset
+
+        train_loader, val_loader, num_data, num_classes = host_get_dataset(cfg)
+    else:
+        loaders = get_loaders(cfg, generator, None if host_engine else device, dist_info.rank, dist_info.world_size)
+        train_loader, val_loader, num_data, num_classes = loaders.train, loaders.test, loaders.num_data, loaders.num_classes
+        holdout_loader, data_record = loaders.holdout, loaders.record
+    distiller, _ = build_distiller(cfg, num_classes, num_data, host_classes=host_engine)
+    teacher = None
+    if has_teacher:
+        from mdistiller_ext.runs.teachers import describe_teacher
+
+        path = teacher_path(cfg)
+        teacher = describe_teacher(path) if path else {"path": "torchvision pretrained (through mdistiller)", "sha256": "n/a"}
+    if dist_info.is_main:
+        if not args.resume:
+            start_run_dir(log_path, cfg)
+        from mdistiller_ext.methods.base import hook
+
+        extra = hook(distiller, "get_extra_parameters")()
+        if extra:
+            print(f"{cfg.DISTILLER.TYPE} adds {extra:,} training-only parameters (not part of the deployed student)")
+        if teacher is not None:
+            from mdistiller_ext.runs.teachers import summary_line
+
+            print(summary_line(teacher))
+        print(f"run directory: {log_path} | engine: {'mdistiller' if host_engine else 'mdistiller_ext'} | device: {device}"
+              + (f" x {dist_info.world_size} processes" if dist_info.enabled else ""))
+    store = None
+    if has_teacher:
+        from mdistiller_ext.data import teacher_cache
+
+        store, note = teacher_cache.for_run(cfg, distiller, train_loader, host_engine, teacher,
+                                            data_record.get("train_split", {}), rt.precision())
+        if has_teacher and dist_info.is_main:
+            print(note)
+    if dist_info.is_main and cfg.EXT.THREADS == 0 and device.type == "cpu":
+        from mdistiller_ext.engine.runtime import busy_machine_warning
+
+        warning = busy_machine_warning(torch.get_num_threads())  # said as training starts, never beside an error
+        if warning:
+            print(warning, file=sys.stderr)
+    barrier()
+
+    try:
+        if host_engine:
+            from mdistiller_ext.host.route import train_with_host
+
+            best = train_with_host(cfg, name, distiller, train_loader, val_loader, args.resume, teacher, device)
+        else:
+            from mdistiller_ext.engine.trainer import Trainer
+
+            trainer = Trainer(name, distiller, train_loader, val_loader, cfg, device, force_resume=args.force_resume,
+                              dist_info=dist_info, teacher_info=teacher, holdout_loader=holdout_loader,
+                              teacher_store=store, data_record=data_record, runtime=rt)
+            best = trainer.train(resume=args.resume)
+    except KeyboardInterrupt:
+        raise Interrupted(_interrupted_message(log_path)) from None
+    if cfg.EXT.EXPORT_TEACHER and not has_teacher and dist_info.is_main:
+        from mdistiller_ext.runs.teachers import export_teacher
+
+        export_teacher(log_path, cfg)
+    return best
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _interrupted_message(log_path: str) -> str:
+    latest = os.path.join(log_path, "latest")
+    if not os.path.isfile(latest):
+        return (f"interrupted before the first epoch finished: {log_path} holds no checkpoint to resume; "
+                "start again with --overwrite")
+    from mdistiller_ext.runs.checkpoint import load_safe
+
+    epoch = load_safe(latest).get("epoch", "?")
+    saved = "epoch 1 is" if epoch == 1 else f"epochs 1-{epoch} are"
+    return f"interrupted: {saved} saved in {latest}; continue with --resume {log_path}"
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    try:
+        best = run(argv)
+        if best is None:
+            return 0
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Interrupted as e:
+        print(f"\n{e}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # before training started: nothing of the run was written yet
+        print("\ninterrupted before training started; nothing to resume", file=sys.stderr)
+        return 130
+    print(f"best accuracy: {best:.2f}")
+    return 0
+
+
+if __name__ == "__main__":  # python -m mdistiller_ext.cli.train (how the comparison tool starts runs)
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""A run on disk: its directory and name, checkpoints, worklog, provenance record, teachers."""
