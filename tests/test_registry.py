@@ -100,3 +100,29 @@ def test_a_new_file_in_methods_is_discovered_without_editing_anything_else(tmp_p
                        env={**os.environ, "PYTHONPATH": str(tmp_path)})
     assert r.returncode == 0, r.stderr[-1500:]
     assert r.stdout.split() == ["True", "mdistiller_ext.methods.zz_new"]
+
+
+CANDIDATES = (-1, -1.0, 0, 0.0, 1.5, 10 ** 9, "not-an-option", True)
+
+
+@pytest.mark.parametrize("key", sorted({k for k, _ in registry.rules()}))
+def test_each_method_rule_refuses_a_bad_value_its_own_check_picks(key):
+    """The bad values come from the method's own rules: the first candidate its check rejects, of the
+    key's type where there is one, is refused by validation in one line naming the key and what is allowed."""
+    from mdistiller_ext.config import flat_config
+    from mdistiller_ext.validate import validate_values
+
+    check, allowed = dict(registry.rules())[key]
+    cfg = registration.base_cfg()
+    default = flat_config(cfg)[key]
+    assert check(default), f"{key}'s default {default!r} breaks its own rule"
+    same_type = [c for c in CANDIDATES if type(c) is type(default)] or list(CANDIDATES)
+    bad = next(c for c in same_type + list(CANDIDATES) if not check(c))
+    node, leaf = key.rsplit(".", 1)
+    target = cfg
+    for part in node.split("."):
+        target = target[part]
+    target[leaf] = bad
+    with pytest.raises(UserError) as e:
+        validate_values(cfg)
+    assert str(e.value) == f"config {key} = {bad!r} is invalid: expected {allowed}"

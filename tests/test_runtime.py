@@ -1,5 +1,6 @@
 """runtime.resolve: one answer to what every ``auto`` becomes, on machines a CPU can describe (a fake
 Machine stands for GPUs), and the CUDA-facing defects it fixes, wherever a CPU can show them."""
+import os
 import re
 from pathlib import Path
 
@@ -126,3 +127,30 @@ def test_a_busy_machine_is_said_when_torch_would_use_several_threads():
     assert line.startswith("warning: this machine is busy (load 2.0 on 2 cores)") and "EXT.THREADS 1" in line
     assert len(line.splitlines()) == 1
     assert busy_machine_warning(4, cores=16, load=3.0) is None  # plenty of free cores
+
+
+def test_the_recorded_commit_is_the_packages_and_says_dirty_for_a_changed_file(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    shutil.copytree(ROOT / "mdistiller_ext", tmp_path / "mdistiller_ext", ignore=shutil.ignore_patterns("__pycache__"))
+    git = ["git", "-C", str(tmp_path), "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run(git + ["init", "-q"], check=True)
+    subprocess.run(git + ["add", "mdistiller_ext"], check=True)
+    subprocess.run(git + ["commit", "-qm", "x"], check=True)
+    code = "from mdistiller_ext.runs.provenance import git_commit; print(git_commit())"
+
+    def commit() -> str:
+        r = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "PYTHONPATH": str(tmp_path)})
+        assert r.returncode == 0, r.stderr[-1500:]
+        return r.stdout.strip()
+
+    sha = subprocess.run(git + ["rev-parse", "--short=12", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert commit() == sha
+    with open(tmp_path / "mdistiller_ext" / "runs" / "worklog.py", "a") as f:
+        f.write("\n# changed\n")
+    assert commit() == sha + "+dirty"

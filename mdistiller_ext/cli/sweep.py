@@ -8,12 +8,12 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from mdistiller_ext import registry
 from mdistiller_ext.errors import UserError
+from mdistiller_ext.runs.provenance import PACKAGE_PARENT
 from mdistiller_ext.runs.naming import experiment_name, load_config
 from mdistiller_ext.generate import config_relpath, write_missing
 from mdistiller_ext.recipes import PAIR_TABLES, pair_of
 
 # where `import mdistiller_ext` resolves, for the runs' own processes (a source checkout or an install)
-PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @dataclass

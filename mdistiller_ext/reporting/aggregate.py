@@ -377,7 +377,7 @@ def plot_bars(rows: Sequence[Row], path: str) -> str:
     pairs = sorted({(r.dataset, r.pair) for r in rows})
     methods = sorted({r.label for r in rows})
     width = 0.8 / max(len(methods), 1)
-    fig, ax = plt.subplots(figsize=(max(6, 2.2 * len(pairs) + 2) + 3, 5), dpi=100)
+    fig, ax = plt.subplots(figsize=(max(6, 2.2 * len(pairs) + 2) + 2, 5), dpi=100)  # + the legend beside it
     for j, m in enumerate(methods):
         xs, means, stds, refs = [], [], [], []
         for i, p in enumerate(pairs):

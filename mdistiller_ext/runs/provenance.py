@@ -7,6 +7,7 @@ it back to refuse pooling runs that were computed differently.
 """
 import json
 import os
+import importlib
 import platform
 import subprocess
 from importlib import metadata
@@ -24,9 +25,13 @@ def _version(package: str) -> str:
         return "not installed"
 
 
+# the folder holding the package (a checkout's root, or site-packages): git and child processes look there
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(importlib.import_module("mdistiller_ext").__file__)))
+
+
 def git_commit() -> str:
     """The project's commit (``+dirty`` with uncommitted changes), or ``unknown`` outside a git checkout."""
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    here = PACKAGE_PARENT
     try:
         sha = subprocess.run(["git", "-C", here, "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
                              timeout=10).stdout.strip()
