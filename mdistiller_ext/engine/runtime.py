@@ -179,7 +179,7 @@ def resolve(cfg: CfgNode, machine: Optional[Machine] = None, local_rank: int = 0
 def busy_machine_warning(threads: int, cores: Optional[int] = None, load: Optional[float] = None) -> Optional[str]:
     """One line when torch's threads would share the cores with other busy processes: OpenMP threads then
     wait on each other at every operation and a run can be several times slower than on one thread
-    (benchmarks/RESULTS.md, CPU threads beside busy processes). None on an idle enough machine."""
+    (benchmarks/threads.py: 2.6x slower beside two busy processes on 2 cores). None on an idle enough machine."""
     import os
 
     if threads <= 1:
@@ -194,4 +194,5 @@ def busy_machine_warning(threads: int, cores: Optional[int] = None, load: Option
     if load + threads <= cores + 0.5:
         return None
     return (f"warning: this machine is busy (load {load:.1f} on {cores} cores) and torch will use {threads} threads, "
-            "which then wait on each other; on a shared machine EXT.THREADS 1 (or OMP_NUM_THREADS=1) is faster")
+            "which then wait on each other; on a shared machine OMP_WAIT_POLICY=PASSIVE in the environment (the same "
+            "numbers) or EXT.THREADS 1 is faster")
