@@ -154,3 +154,31 @@ def test_the_recorded_commit_is_the_packages_and_says_dirty_for_a_changed_file(t
     with open(tmp_path / "mdistiller_ext" / "runs" / "worklog.py", "a") as f:
         f.write("\n# changed\n")
     assert commit() == sha + "+dirty"
+
+
+@pytest.mark.slow
+def test_the_passive_wait_policy_keeps_the_numbers_and_one_thread_does_not():
+    """What the busy-machine line promises: OMP_WAIT_POLICY=PASSIVE trains bitwise alike, a different
+    thread count does not (the sums run in another order)."""
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    code = ("import sys, torch; sys.path.insert(0, 'benchmarks'); from cpu_options import build; "
+            "from mdistiller_ext.engine.step import train_step; torch.manual_seed(0); "
+            "d, setup, opt = build('KD', 'res20_res8', 'cifar10', False, False); g = torch.Generator().manual_seed(1); "
+            "x = torch.randn(64, 3, 32, 32, generator=g); y = torch.randint(0, 10, (64,), generator=g)\n"
+            "for _ in range(3): train_step(d, opt, x, y, 30, setup)\n"
+            "print(sum(float(p.detach().double().sum()) for p in d.student.parameters()).hex())")
+
+    def weights(**env) -> str:
+        base = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+        r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**base, "OMP_NUM_THREADS": "2", **env},
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-1500:]
+        return r.stdout.strip()
+
+    default = weights()
+    assert weights(OMP_WAIT_POLICY="PASSIVE") == default
+    assert weights(OMP_NUM_THREADS="1") != default
