@@ -119,8 +119,13 @@ def _unknown(key: str, known: List[str], where: str) -> UserError:
         best = prefixes or difflib.get_close_matches(leaf, leaves, n=1, cutoff=0.0)
         return UserError(f"{where}unknown config key {key}; did you mean {node}{best[0]}? ({node[:-1]} has "
                          f"{', '.join(sorted(leaves))})")
+    top = key.split(".")[0]
+    if "." in key and not any(k.startswith(top + ".") for k in known):
+        # a whole node nobody registered: most likely a plug-in's method, used without loading it
+        return UserError(f"{where}unknown config key {key}: no method or option node {top} is registered; if {top} "
+                         "is a plug-in's, pass --plugin FILE_OR_MODULE (or set MDISTILLER_EXT_PLUGINS)")
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    hint = f"; did you mean {close[0]}?" if close else "; see the README's option tables"
+    hint = f"; did you mean {close[0]}?" if close else "; see docs/configuration.md"
     return UserError(f"{where}unknown config key {key}{hint}")
 
 
@@ -138,16 +143,21 @@ def _assign(cfg: CN, flat_items: Dict[str, Any], where: str) -> None:
 
 def merge_file(cfg: CN, path: str) -> None:
     """Merge a yaml config into ``cfg`` (yaml ``T: 2`` is accepted for a float key)."""
+    with open(path) as f:
+        merge_text(cfg, f.read(), path)
+
+
+def merge_text(cfg: CN, text: str, source: str) -> None:
+    """Merge a config's yaml text (a file's, or the one a checkpoint carries) into ``cfg``; errors name ``source``."""
     import yaml
 
     try:
-        with open(path) as f:
-            data = yaml.safe_load(f) or {}
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid yaml ({str(e).splitlines()[0]})") from None
+        raise UserError(f"{source}: not valid yaml ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):
-        raise UserError(f"{path}: a config is a mapping of sections (EXPERIMENT:, SOLVER:, ...), not a {type(data).__name__}")
-    _assign(cfg, flat_config(CN(data)), f"{path}: ")
+        raise UserError(f"{source}: a config is a mapping of sections (EXPERIMENT:, SOLVER:, ...), not a {type(data).__name__}")
+    _assign(cfg, flat_config(CN(data)), f"{source}: ")
 
 
 def _literal(text: str) -> Any:

@@ -116,6 +116,7 @@ def test_trains_through_tools_train_and_rejects_a_bad_value(work):
     assert not (work / "out").exists()  # refused before the run directory
     unknown = tool("train.py", "--cfg", "logitmse.yaml", *SMALL, cwd=work)  # without the plug-in
     assert unknown.returncode == 2 and "unknown config key LOGITMSE" in unknown.stderr
+    assert len(unknown.stderr.strip().splitlines()) == 1 and "pass --plugin" in unknown.stderr
     r = tool("train.py", "--plugin", THIS, "--cfg", "logitmse.yaml", *SMALL, cwd=work)
     assert r.returncode == 0, r.stderr
     run = next((work / "out" / "cifar10_logitmse").iterdir())
@@ -128,6 +129,9 @@ def test_trains_through_tools_train_and_rejects_a_bad_value(work):
     assert ev.returncode == 0, ev.stderr
     best = worklog_best(run)
     assert f"head main: top-1 {best:.2f}" in ev.stdout and "LOGITMSE distiller" in ev.stdout
+    # and without --plugin, one line naming it
+    plain = tool("eval.py", "-c", str(run / "best"), "--device", "cpu", cwd=work)
+    assert plain.returncode == 2 and len(plain.stderr.strip().splitlines()) == 1 and "--plugin" in plain.stderr, plain.stderr
 
 
 def worklog_best(run: Path) -> float:

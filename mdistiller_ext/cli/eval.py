@@ -43,14 +43,16 @@ def _run_config(args: argparse.Namespace, state: dict) -> Optional[CfgNode]:
     if args.cfg:
         return load_config(args.cfg, [])
     beside = os.path.join(os.path.dirname(os.path.abspath(args.ckpt)), "config.yaml")
-    text = state.get("config") if isinstance(state.get("config"), str) else None
+    from mdistiller_ext.config import merge_text
+
+    text, source = (state.get("config"), f"{args.ckpt} (its config)") if isinstance(state.get("config"), str) else (None, beside)
     if text is None and os.path.isfile(beside):
         with open(beside) as f:
             text = f.read()
     if text is None:
         return None
     cfg = registration.base_cfg()
-    cfg.merge_from_other_cfg(CfgNode.load_cfg(text))
+    merge_text(cfg, text, source)
     return cfg
 
 
