@@ -173,3 +173,25 @@ def test_readme_quickstart_with_mdistiller_installed(tmp_path):
     for path in runs:
         info = yaml.safe_load(path.read_text())
         assert info["zoo"] == "host (mdistiller)" and info["mdistiller"] != "not installed"
+
+
+def test_the_same_seed_gives_the_same_numbers_with_and_without_mdistiller(tmp_path):
+    """This engine with mdistiller's model zoo and with the stand-in zoo: identical worklogs (the runtime
+    records still differ in `zoo`, so the comparison keeps such runs apart unless told to pool them)."""
+    (tmp_path / "data").mkdir()
+    write_cifar10_jpeg_tar(tmp_path / "data" / "cifar10-jpeg.tar.gz", n_train=8, n_test=3)
+    logs = {}
+    for mode in ("host", "standalone"):
+        env = {k: v for k, v in os.environ.items() if k != "MDISTILLER_EXT_STANDALONE"}
+        if mode == "standalone":
+            env["MDISTILLER_EXT_STANDALONE"] = "1"
+        r = subprocess.run([sys.executable, str(ROOT / "tools/train.py"), "--cfg", str(ROOT / "configs/cifar10/vanilla/resnet20.yaml"),
+                            "SOLVER.EPOCHS", "2", "EXT.TRAIN_SUBSET", "80", "EXT.PROGRESS", "False", "EXT.EXPORT_TEACHER",
+                            "False", "LOG.PREFIX", f"out_{mode}"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+        run, = (tmp_path / f"out_{mode}").glob("*/*/worklog.txt")
+        logs[mode] = [line for line in run.read_text().splitlines() if not line.startswith("# runtime")]
+        zoo = yaml.safe_load((run.parent / "runtime.json").read_text())["zoo"]
+        assert zoo == ("host (mdistiller)" if mode == "host" else "standalone")
+    assert logs["host"] == logs["standalone"] and any("test_acc" in line for line in logs["host"])
