@@ -126,3 +126,20 @@ def test_each_method_rule_refuses_a_bad_value_its_own_check_picks(key):
     with pytest.raises(UserError) as e:
         validate_values(cfg)
     assert str(e.value) == f"config {key} = {bad!r} is invalid: expected {allowed}"
+
+
+@pytest.mark.parametrize("method", [m for m in registry.methods(builtin_only=True) if m.node is not None or m.recipe is not None],
+                         ids=lambda m: m.name)
+def test_a_builtin_method_is_its_own_file(method):
+    """As the one-file test shows for a plug-in: a built-in's node, recipe, checks and (where this project
+    implements it) Distiller are defined in its own module, methods/<slug>.py, and every rule on its node
+    names a key of that node."""
+    module = f"mdistiller_ext.methods.{method.slug}"
+    parts = [method.node, method.recipe, method.check_config, method.check_models]
+    if method.distiller is not None and not method.host_provides:
+        parts.append(method.distiller)
+    for part in filter(None, parts):
+        assert part.__module__ == module, (method.name, part, part.__module__)
+    if method.node is not None:
+        own = [key.split(".", 1)[1] for key, _ in method.rules if key.startswith(method.name + ".")]
+        assert own and all(leaf.split(".")[0] in method.node() for leaf in own), (method.name, own)
