@@ -5,11 +5,18 @@ import torch
 from mdistiller_ext.host import adapter as host
 from mdistiller_ext.host import registration
 from mdistiller_ext.methods.dhkd import DHKD
-from mdistiller_ext.methods.heads import AuxiliaryHead, classifier_of, expected_head_parameters
+from mdistiller_ext.methods.heads import AuxiliaryHead, classifier_of
 from mdistiller_ext.host.standalone.models import cifar_model_dict, imagenet_model_dict
 
 CIFAR_STUDENTS = [n for n, (_, ckpt) in cifar_model_dict.items() if ckpt is None]
 IMAGENET_STUDENTS = ["ResNet18", "MobileNetV1"]
+
+
+def expected_head_parameters(kind: str, in_dim: int, num_classes: int, hidden: int = 200) -> int:
+    """The count the spec gives: linear (D+1)C; nonlinear (D+1)H + 2H + (H+1)C."""
+    if kind == "linear":
+        return (in_dim + 1) * num_classes
+    return (in_dim + 1) * hidden + 2 * hidden + (hidden + 1) * num_classes
 
 
 def shapes(x):

@@ -115,9 +115,10 @@ def run(argv: Optional[List[str]] = None) -> Optional[float]:
     if dist_info.is_main and cfg.EXT.THREADS == 0 and device.type == "cpu":
         from mdistiller_ext.engine.runtime import busy_machine_warning
 
-        warning = busy_machine_warning(torch.get_num_threads())  # said as training starts, never beside an error
+        # with the run's other opening lines on stdout, as training starts: stderr stays the one-line error's
+        warning = busy_machine_warning(torch.get_num_threads())
         if warning:
-            print(warning, file=sys.stderr)
+            print(warning, flush=True)
     barrier()
 
     try:

@@ -322,7 +322,7 @@ def place(store: LogitStore, device: torch.device, share: float = 0.5) -> str:
         if store.train_bytes() <= share * free:
             store.mirror_to(device)
             return "device memory"
-        return "host memory, pinned copies"
+        return "CPU memory, pinned copies"
     return "memory-mapped file"
 
 

@@ -51,7 +51,7 @@ def forward_backward(model: nn.Module, image: torch.Tensor, target: torch.Tensor
         if setup.align:
             scaled = losses if scaler is None else {k: scaler.scale(v) for k, v in losses.items()}
             total = aligned_backward(scaled, setup.params, reduce=setup.reduce, split=setup.split)
-            if scaler is not None:  # the unscaled sum, without reading the scale on the host (a sync)
+            if scaler is not None:  # the unscaled sum, without reading the scale on the CPU (a sync)
                 total = sum(v.mean() for v in losses.values()).detach()
         else:
             total = sum(v.mean() for v in losses.values())

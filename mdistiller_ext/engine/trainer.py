@@ -198,6 +198,18 @@ class Trainer:
         return self.best_acc
 
     def train_epoch(self, epoch: int) -> None:
+        lr = self._start_epoch(epoch)
+        started = time.time()
+        train_loss, train_acc = self._train_loop(epoch)
+        values, probed = self._epoch_values(epoch, train_loss, train_acc)
+        improved = values["test_acc"] >= self.best_acc
+        self.best_acc = max(self.best_acc, values["test_acc"])
+        if self.dist.is_main:
+            self._record_epoch(epoch, lr, values, probed, improved, time.time() - started)
+        barrier()
+
+    def _start_epoch(self, epoch: int) -> float:
+        """Every source of randomness reseeded from (EXT.SEED, epoch), and the epoch's learning rate set."""
         seed = epoch_seed(self.cfg, epoch)
         seed_everything(seed)
         if getattr(self.train_loader, "generator", None) is not None:
@@ -210,8 +222,11 @@ class Trainer:
         lr = learning_rate(epoch, self.cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_mult", 1.0)
-        started = time.time()
-        train_loss, train_acc = self._train_loop(epoch)
+        return lr
+
+    def _epoch_values(self, epoch: int, train_loss: float, train_acc: float) -> Tuple[Dict[str, float], Optional[dict]]:
+        """The epoch's worklog values: training, every head on the test split (and the held-out split),
+        the method's diagnostics, cache hits, skipped steps, the probe's means; and the probe's epoch."""
         test = self.validate(epoch)
         values = OrderedDict(train_acc=train_acc, train_loss=train_loss, test_acc=test["test_acc"],
                              test_acc_top5=test["test_acc_top5"], test_loss=test["test_loss"])
@@ -227,11 +242,10 @@ class Trainer:
         probed = self.probe.take_epoch() if self.probe is not None else None
         if probed is not None:
             values["grad_cos"], values["grad_norm_ratio"] = probed["mean_cos"], probed["mean_ratio"]
-        improved = values["test_acc"] >= self.best_acc
-        self.best_acc = max(self.best_acc, values["test_acc"])
-        if not self.dist.is_main:
-            barrier()
-            return
+        return values, probed
+
+    def _record_epoch(self, epoch: int, lr: float, values: Dict[str, float], probed: Optional[dict], improved: bool,
+                      seconds: float) -> None:
         # the logs first, then the checkpoint: a crash in between leaves logs of an epoch the checkpoint
         # does not hold, which resume drops (and the epoch runs again); the other order would lose them
         worklog.append(self._path("worklog.txt"), worklog.epoch_block(epoch, lr, values))
@@ -244,8 +258,7 @@ class Trainer:
         if self.wandb:
             wandb_log.log_epoch(lr, values, self.best_acc)
         self.writer.flush()
-        self._epoch_line(epoch, lr, values, time.time() - started)
-        barrier()
+        self._epoch_line(epoch, lr, values, seconds)
 
     def _epoch_line(self, epoch: int, lr: float, values: Dict[str, float], seconds: float) -> None:
         """One line per epoch on stdout, terminal or not (logs of sweeps, nohup, CI)."""

@@ -60,13 +60,6 @@ class AuxiliaryHead(nn.Module):
         return self.net(pooled)
 
 
-def expected_head_parameters(kind: str, in_dim: int, num_classes: int, hidden: int = 200) -> int:
-    """The spec's count: linear (D+1)C; nonlinear (D+1)H + 2H + (H+1)C."""
-    if kind == "linear":
-        return (in_dim + 1) * num_classes
-    return (in_dim + 1) * hidden + 2 * hidden + (hidden + 1) * num_classes
-
-
 def classifier_of(student: nn.Module) -> nn.Linear:
     """The student's final linear layer (its input is feats["pooled_feat"] in every host model)."""
     linears = [m for m in student.modules() if isinstance(m, nn.Linear)]
