@@ -319,6 +319,7 @@ def test_dry_run_says_not_run_yet_and_warns_about_missing_teachers(tmp_path):
     assert r.stdout.count("not run yet") == 2 and "missing" not in r.stdout
     assert r.stdout.count("warning: no cifar10 teacher checkpoint for resnet20") == 2
     assert "2 of 2 runs need a teacher that does not exist yet" in r.stderr
+    assert sorted(tmp_path.iterdir()) == []  # a dry run writes nothing: no configs, logs, run or report folders
 
 
 def test_teachers_are_listed_apart_from_the_methods(tmp_path):

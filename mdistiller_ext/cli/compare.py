@@ -19,7 +19,9 @@ Finished runs are skipped, interrupted ones resumed, finished ones never overwri
 import argparse
 import glob
 import os
+import shutil
 import sys
+import tempfile
 
 import yaml
 
@@ -103,6 +105,32 @@ def report(results, refs, out: str, pool_runtimes: bool = False) -> None:
           + (", probe_*.png" if probes else "") + ")")
 
 
+def dry_run(specs, scratch, generated: str) -> int:
+    """What would run, resume or be skipped, with the commands; configs generated from recipes are shown
+    at the path a real run writes them to."""
+    def shown(path: str) -> str:
+        if scratch is not None and path.startswith(scratch + os.sep):
+            path = os.path.join(generated, os.path.relpath(path, scratch))
+        return os.path.relpath(path) if os.path.isabs(path) else path
+
+    no_teacher = []
+    for s in specs:
+        state = sweep.status(s)
+        action = {"finished": "skip", "partial": "resume", "missing": "run"}[state]
+        words = {"finished": "finished", "partial": "partial", "missing": "not run yet"}[state]
+        print(f"{words:12s} {s.label} -> {action} in {s.run_dir}")
+        if action != "skip":
+            print(f"             python {' '.join(shown(a) for a in sweep.command(s, state)[1:])}")
+            missing = sweep.missing_teacher(s, specs)
+            if missing:
+                no_teacher.append(s)
+                print(f"             warning: {missing}")
+    if no_teacher:
+        print(f"warning: {len(no_teacher)} of {len(specs)} runs need a teacher that does not exist yet "
+              "(train it first, e.g. with the vanilla config named above)", file=sys.stderr)
+    return 0
+
+
 def main(argv=None) -> int:
     try:
         args = parse(argv)
@@ -116,28 +144,20 @@ def main(argv=None) -> int:
             aggregate.check_report_dir(args.out, args.replace_report)
             report([aggregate.read_run(d, args.dataset) for d in dirs], refs, args.out, args.pool_runtimes)
             return 0
+        scratch, generated = None, os.path.join(args.out, "configs")
         if args.config_runs:
             specs = sweep.plan_configs(args.config_runs, args.set)
         else:
+            # a dry run writes nothing: configs a run would generate from recipes go to a scratch folder
+            scratch = tempfile.mkdtemp(prefix="mdx_dry_run_") if args.dry_run else None
             specs = sweep.plan(args.dataset, args.methods, args.pairs, args.seeds, args.set, args.configs,
-                               os.path.join(args.out, "configs"))
+                               scratch or generated)
         if args.dry_run:
-            no_teacher = []
-            for s in specs:
-                state = sweep.status(s)
-                action = {"finished": "skip", "partial": "resume", "missing": "run"}[state]
-                words = {"finished": "finished", "partial": "partial", "missing": "not run yet"}[state]
-                print(f"{words:12s} {s.label} -> {action} in {s.run_dir}")
-                if action != "skip":
-                    print(f"             python {' '.join(os.path.relpath(a) if os.path.isabs(a) else a for a in sweep.command(s, state)[1:])}")
-                    missing = sweep.missing_teacher(s, specs)
-                    if missing:
-                        no_teacher.append(s)
-                        print(f"             warning: {missing}")
-            if no_teacher:
-                print(f"warning: {len(no_teacher)} of {len(specs)} runs need a teacher that does not exist yet "
-                      "(train it first, e.g. with the vanilla config named above)", file=sys.stderr)
-            return 0
+            try:
+                return dry_run(specs, scratch, generated)
+            finally:
+                if scratch is not None:
+                    shutil.rmtree(scratch, ignore_errors=True)
         aggregate.check_report_dir(args.out, args.replace_report)
         failed = []
         if not args.no_run:

@@ -67,6 +67,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     argv = take_plugins(list(sys.argv[1:] if argv is None else argv))
     argv, run_dir = _split_resume(argv)
     p = argparse.ArgumentParser(description="Train a student (or a teacher) with mdistiller_ext.",
+                                usage="%(prog)s [-h] --cfg CFG [--resume [RUN_DIR]] [--force-resume] [--overwrite] "
+                                      "[--check] [--plugin FILE_OR_MODULE] [KEY VALUE ...]",
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=_help_epilog() if ("-h" in argv or "--help" in argv) else None)
     p.add_argument("--cfg", help="yaml config, e.g. configs/cifar100/dhkd/res56_res20.yaml (with --resume RUN_DIR: "
