@@ -377,7 +377,9 @@ def plot_bars(rows: Sequence[Row], path: str) -> str:
     pairs = sorted({(r.dataset, r.pair) for r in rows})
     methods = sorted({r.label for r in rows})
     width = 0.8 / max(len(methods), 1)
-    fig, ax = plt.subplots(figsize=(max(6, 2.2 * len(pairs) + 2) + 2, 5), dpi=100)  # + the legend beside it
+    # the legend goes below the axes, one row per label: never over a bar, and the axes keep their width
+    labels_width = 0.07 * max(len(m) for m in methods) + 0.5
+    fig, ax = plt.subplots(figsize=(max(6, 2.2 * len(pairs) + 2, labels_width), 4.5 + 0.25 * len(methods)), dpi=100)
     for j, m in enumerate(methods):
         xs, means, stds, refs = [], [], [], []
         for i, p in enumerate(pairs):
@@ -400,7 +402,7 @@ def plot_bars(rows: Sequence[Row], path: str) -> str:
     ax.set_ylabel("best-epoch test top-1 (%)")
     ax.set_title(bars_title(rows))
     ax.set_ylim(0.0, min(100.0, max(r.stats["best_top1"][0] + r.stats["best_top1"][1] for r in rows) + 8))
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)  # beside the axes: never over a bar
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=8, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
