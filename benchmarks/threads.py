@@ -16,6 +16,8 @@ import subprocess
 import sys
 import time
 
+from common import median
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 CHILD = """
@@ -66,13 +68,13 @@ def main() -> int:
         for name, env in variants.items():
             times[name].append(run_variant(env, args)["ms"])
             loads.append(os.getloadavg()[0])
-    base = sorted(times[next(iter(variants))])[len(times[next(iter(variants))]) // 2]
+    base = median(times[next(iter(variants))])
     print(f"{time.strftime('%Y-%m-%d')}, CPU, {cores} cores, 1-minute load average {min(loads):.1f}-{max(loads):.1f} "
           f"during the measurement; {args.method} {args.pair}, batch {args.batch}, {args.rounds} rounds x {args.steps} steps")
     print("| variant | ms/step (median) | time vs default |")
     print("|---|---|---|")
     for name, ts in times.items():
-        med = sorted(ts)[len(ts) // 2]
+        med = median(ts)
         print(f"| {name} | {med:.1f} | {med / base:.2f} |")
     return 0
 

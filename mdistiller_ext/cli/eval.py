@@ -17,7 +17,7 @@ from yacs.config import CfgNode
 
 from mdistiller_ext.host import adapter as host
 from mdistiller_ext.host import registration
-from mdistiller_ext.runs.checkpoint import load_safe, load_state, state_dict_of
+from mdistiller_ext.runs.checkpoint import ClassCountMismatch, load_safe, load_state, state_dict_of
 from mdistiller_ext.errors import UserError
 
 
@@ -110,10 +110,10 @@ def build(args: argparse.Namespace) -> Tuple[torch.nn.Module, CfgNode, str]:
         model = distiller
     try:
         load_state(target, sd, args.ckpt, what)
-    except UserError as e:
-        if "num_classes differs" in str(e) and not args.dataset:
-            raise UserError(f"{e}; pass the checkpoint's dataset with -d (cifar10, cifar100, imagenet)") from None
-        raise
+    except ClassCountMismatch as e:
+        if args.dataset:
+            raise
+        raise UserError(f"{e}; pass the checkpoint's dataset with -d (cifar10, cifar100, imagenet)") from None
     return model, cfg, what
 
 

@@ -19,7 +19,6 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 
 def run(argv: Optional[List[str]] = None) -> str:
     args = parse_args(argv)
-    import torch
     from tqdm import tqdm
 
     from mdistiller_ext.data import teacher_cache

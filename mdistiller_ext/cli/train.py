@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, List, Optional
+from typing import List, Optional
 
 from mdistiller_ext import registry
 from mdistiller_ext.cli.train_args import parse_args, unread_overrides
 from mdistiller_ext.errors import UserError
 from mdistiller_ext.runs.directory import check_run_dir, resolve_run, start_run_dir
-
-if TYPE_CHECKING:  # torch loads on first use: --help and config errors answer without it
-    import torch
 
 
 def run(argv: Optional[List[str]] = None) -> Optional[float]:
@@ -70,10 +67,11 @@ def run(argv: Optional[List[str]] = None) -> Optional[float]:
 
     method = registry.find(cfg.DISTILLER.TYPE)
     has_teacher = method is None or method.needs_teacher
+    teacher_file = None
     if has_teacher:  # a missing teacher is said before any data is read (or downloaded)
         from mdistiller_ext.builders import teacher_path
 
-        teacher_path(cfg)
+        teacher_file = teacher_path(cfg)
     holdout_loader, data_record = None, {}
     if host_engine and method is not None and method.host_data:
         from mdistiller.dataset import get_dataset as host_get_dataset
@@ -88,8 +86,8 @@ def run(argv: Optional[List[str]] = None) -> Optional[float]:
     if has_teacher:
         from mdistiller_ext.runs.teachers import describe_teacher
 
-        path = teacher_path(cfg)
-        teacher = describe_teacher(path) if path else {"path": "torchvision pretrained (through mdistiller)", "sha256": "n/a"}
+        teacher = (describe_teacher(teacher_file) if teacher_file
+                   else {"path": "torchvision pretrained (through mdistiller)", "sha256": "n/a"})
     if dist_info.is_main:
         if not args.resume:
             start_run_dir(log_path, cfg)

@@ -7,7 +7,6 @@ import os
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
-import torch
 from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms

@@ -60,6 +60,10 @@ def load_into(model: nn.Module, path: str, what: str) -> None:
     load_state(model, state_dict_of(load_safe(path)), path, what)
 
 
+class ClassCountMismatch(UserError):
+    """A checkpoint whose classifier was trained for another number of classes than the dataset's."""
+
+
 def load_state(model: nn.Module, sd: Dict[str, torch.Tensor], path: str, what: str) -> None:
     """``model.load_state_dict(sd)`` strictly; a mismatch is one line naming the file and the first difference."""
     own = model.state_dict()
@@ -72,12 +76,12 @@ def load_state(model: nn.Module, sd: Dict[str, torch.Tensor], path: str, what: s
     classifier = matrices[-1].rsplit(".", 1)[0] + "." if matrices else None
     for k, v in own.items():
         if tuple(sd[k].shape) != tuple(v.shape):
-            hint = ""
+            mismatch = f"{path} does not fit the {what}: {k} has shape {tuple(sd[k].shape)}, the model expects {tuple(v.shape)}"
             if classifier and k.startswith(classifier):
                 from mdistiller_ext.data.sources import NUM_CLASSES
 
                 named = [d for d, n in NUM_CLASSES.items() if n == sd[k].shape[0]]
-                hint = (f" (the checkpoint's num_classes differs from the dataset's: {sd[k].shape[0]}"
-                        + (f", as {' or '.join(named)}" if named else "") + f", against {v.shape[0]})")
-            raise UserError(f"{path} does not fit the {what}: {k} has shape {tuple(sd[k].shape)}, the model expects {tuple(v.shape)}{hint}")
+                raise ClassCountMismatch(f"{mismatch} (the checkpoint's num_classes differs from the dataset's: {sd[k].shape[0]}"
+                                         + (f", as {' or '.join(named)}" if named else "") + f", against {v.shape[0]})")
+            raise UserError(mismatch)
     model.load_state_dict(sd)
