@@ -9,6 +9,8 @@ import yaml
 from mdistiller_ext.host import adapter as host
 from mdistiller_ext.host import registration
 from mdistiller_ext.runs import worklog
+from mdistiller_ext import registry
+from mdistiller_ext.methods.base import Distiller, hook
 from mdistiller_ext.methods.dhkd import DHKD
 from mdistiller_ext.engine.probe import GradProbe, conflict, shared_parameters
 from mdistiller_ext.methods.heads import classifier_of
@@ -106,6 +108,41 @@ def test_probe_does_not_change_training(tmp_path):
     assert r.returncode == 0, r.stderr
     with open(runs[1] / "grad_probe.csv") as f:
         assert [int(row["epoch"]) for row in csv.DictReader(f)] == [1] * 4 + [2] * 4
+
+
+def test_every_hook_works_on_mdistillers_own_vanilla():
+    """hook() binds the declared defaults to classes that are not this project's Distiller (the host's
+    Vanilla when mdistiller is installed, its stand-in otherwise); they must not read our attributes."""
+    vanilla_cls = registry.get("NONE").distiller
+    assert not issubclass(vanilla_cls, Distiller)
+    vanilla = vanilla_cls(host.cifar_model_dict["resnet8"][0](num_classes=10))
+    ce, kd = torch.tensor(1.5), torch.tensor(0.25)
+    assert hook(vanilla, "split_losses")({"loss_ce": ce}) is None
+    assert hook(vanilla, "split_losses")({"loss_ce": ce, "loss_kd": kd}) == (ce, kd)
+    assert hook(vanilla, "get_extra_parameters")() == 0
+    assert hook(vanilla, "take_diagnostics")() == {}
+    (group,) = hook(vanilla, "param_groups")()
+    assert group["lr_mult"] == 1.0 and len(group["params"]) == len(list(vanilla.get_learnable_parameters()))
+    vanilla.eval()
+    assert hook(vanilla, "forward_test_heads")(torch.zeros(2, 3, 32, 32))["main"].shape == (2, 10)
+
+
+def test_a_vanilla_run_with_the_probe_on_trains_and_writes_no_probe_file(tmp_path):
+    # the CE-only arm of a study shares the sweep's EXT.GRAD_PROBE_EVERY; with nothing to split it measures nothing
+    (tmp_path / "data").mkdir()
+    write_cifar10_jpeg_tar(tmp_path / "data" / "cifar10-jpeg.tar.gz", n_train=4, n_test=2)
+    cfg = yaml.safe_load((ROOT / "configs/cifar10/vanilla/resnet20.yaml").read_text())
+    cfg.update({"DATASET": {"TYPE": "cifar10", "NUM_WORKERS": 0, "TEST": {"BATCH_SIZE": 32}}, "LOG": {"PREFIX": "out"},
+                "EXT": {"DATA_ROOT": "data", "DATA_CACHE": "data", "PROGRESS": False, "DOWNLOAD": False,
+                        "GRAD_PROBE_EVERY": 1, "EXPORT_TEACHER": False}})
+    cfg["DISTILLER"]["STUDENT"] = "resnet8"
+    cfg["SOLVER"].update({"EPOCHS": 1, "BATCH_SIZE": 16})
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    r = run_train(["--cfg", "c.yaml"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    (run,) = (tmp_path / "out").glob("*/*")
+    assert "best_acc" in (run / "worklog.txt").read_text()
+    assert not (run / "grad_probe.csv").exists()
 
 
 def test_the_probe_scales_fp16_losses_and_measures_the_same_cosine_and_ratio():

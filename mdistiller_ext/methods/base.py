@@ -90,7 +90,9 @@ class Distiller(host.Distiller):
 
     def split_losses(self, losses: Dict[str, torch.Tensor]) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
         """(task loss, distillation loss) by DISTILL_LOSSES, or None where one side is missing (vanilla)."""
-        return split_by_names(losses, self.DISTILL_LOSSES)
+        # read from the class with a fallback: hook() also binds this to mdistiller's own distillers
+        # (its Vanilla, for one), which are not subclasses and have no DISTILL_LOSSES
+        return split_by_names(losses, getattr(type(self), "DISTILL_LOSSES", Distiller.DISTILL_LOSSES))
 
     def get_extra_parameters(self) -> int:
         """Training-only parameters the method adds beside the student (printed at the start)."""
