@@ -129,7 +129,10 @@ def main() -> int:
               ("5", "gradient alignment does not hurt DHKD", [("DHKD + alignment", "DHKD", 0)]),
               # diagnostics, not paper claims: what the first round's missing warm-up did, and which factor of
               # the reconstruction cost AEKT accuracy without it
-              ("w", "diagnostic: the warm-up helps", [("DKD", "DKD (no warm-up)", 1), ("AEKT", "AEKT (no warm-up)", 1)]),
+              ("w", "diagnostic: the warm-up helps DKD", [("DKD", "DKD (no warm-up)", 1)]),
+              # two changes at once: the new AEKT arm has the warm-up and the options chosen on validation
+              ("w2", "diagnostic: the warm-up with the options chosen on validation helps AEKT",
+               [("AEKT", "AEKT (no warm-up)", 1)]),
               ("d1", "diagnostic (no warm-up): the ratio w costs AEKT accuracy",
                [("AEKT without the ratio (w = 1) (no warm-up)", "AEKT (no warm-up)", 1)]),
               ("d2", "diagnostic (no warm-up): the serialization layer costs AEKT accuracy",
