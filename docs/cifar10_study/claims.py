@@ -119,7 +119,12 @@ def verdict(d: float, se: float, df: float, direction: int) -> str:
     return "cannot be resolved at this size"
 
 
-def main() -> int:
+def p_text(p: float) -> str:
+    return f"{p:.3f}" if p >= 0.001 else "< 0.001"
+
+
+def report() -> str:
+    """claims.md's text, from the finished runs."""
     runs = finished_runs()
     arms = {arm: [r.best_top1 for r in rs] for arm, rs in runs.items()}
     claims = [("1", "every KD method beats the CE-only student", [(m, "CE-only student", 1) for m in ("KD", "DKD", "DHKD", "AEKT")]),
@@ -157,13 +162,18 @@ def main() -> int:
                 continue
             d, se, df = cmp
             lines.append(f"| ({num}) {text} | {a} vs {b} | {d:+.2f} ± {se:.2f} (df {df:.2f}; "
-                         f"bar {t_critical(df) * se:.2f}) | {two_sided_p(d, se, df):.3f} | {verdict(d, se, df, direction)} |")
+                         f"bar {t_critical(df) * se:.2f}) | {p_text(two_sided_p(d, se, df))} | {verdict(d, se, df, direction)} |")
     lines += run_lines(runs)
     lines += probe_lines(runs)
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    text = report()
     path = os.path.join(HERE, "claims.md")
     with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+        f.write(text)
+    print(text, end="")
     print(f"written to {path}")
     return 0
 
