@@ -285,6 +285,28 @@ def test_runs_pool_over_seeds_only(tmp_path):
     assert sorted(r.n for r in pooled) == [1, 3]
 
 
+def test_runs_from_before_an_option_existed_or_a_default_changed_pool_with_todays(tmp_path):
+    # the CIFAR-10 study's KD seeds 0-2 predate EXT.VAL_SPLIT and AEKT.SERIAL_LR and saved AEKT's old
+    # defaults; seeds 3-4 have today's: the same KD experiment, one row of five seeds
+    kd, aekt = "configs/cifar10/kd/res20_res8.yaml", "configs/cifar10/aekt/res20_res8.yaml"
+    old = write_run_from_config(tmp_path, "old", kd, 70.0, ["AEKT.W_MAX", "10.0", "AEKT.RATIO_NORM", "clip"], RUNTIME)
+    saved = yaml.safe_load((old / "config.yaml").read_text())
+    del saved["EXT"]["VAL_SPLIT"], saved["AEKT"]["SERIAL_LR"]
+    (old / "config.yaml").write_text(yaml.safe_dump(saved))
+    runs = [old, write_run_from_config(tmp_path, "new", kd, 71.0, ["EXT.SEED", "1"], RUNTIME),
+            # controls: what does change a KD number, and AEKT's own options on an AEKT run
+            write_run_from_config(tmp_path, "held_out", kd, 60.0, ["EXT.VAL_SPLIT", "100"], RUNTIME),
+            write_run_from_config(tmp_path, "kd_t", kd, 61.0, ["KD.TEMPERATURE", "2"], RUNTIME),
+            write_run_from_config(tmp_path, "aekt_old", aekt, 62.0, ["AEKT.W_MAX", "10.0"], RUNTIME),
+            write_run_from_config(tmp_path, "aekt_new", aekt, 63.0, [], RUNTIME)]
+    rows = aggregate.summarize([aggregate.read_run(str(d)) for d in runs], reference.load())
+    assert sorted((r.method, r.n, r.stats["best_top1"][0]) for r in rows) == [
+        ("aekt", 1, 62.0), ("aekt", 1, 63.0), ("kd", 1, 60.0), ("kd", 1, 61.0), ("kd", 2, 70.5)]
+    pooled = next(r for r in rows if r.n == 2)
+    assert "AEKT" not in pooled.variant and "<absent>" not in pooled.variant
+    assert any("AEKT.W_MAX=10.0" in r.variant for r in rows if r.method == "aekt")
+
+
 def test_imagenet_rows_compare_the_last_epoch_with_published(tmp_path):
     d = make_run(tmp_path, "p", "r18", {1: 70.0, 2: 72.5, 3: 71.0}, cfg=cfg("dkd", "ResNet34", "ResNet18", 0, 3, "imagenet"))
     row, = aggregate.summarize([aggregate.read_run(str(d))], reference.load())

@@ -70,6 +70,14 @@ def claims():
     return module
 
 
+def test_every_planned_study_run_is_committed_and_claims_md_is_what_claims_py_writes(claims):
+    # the study's verdicts rest on these runs: a fresh clone has all of them, finished, and regenerates the same page
+    planned = sweep.plan_configs(yaml.safe_load((STUDY / "sweep.yaml").read_text())["runs"])
+    assert [r.run_dir for r in planned if sweep.status(r) != "finished"] == []
+    assert claims.report() == (STUDY / "claims.md").read_text()
+    assert "not run yet" not in claims.report()
+
+
 def test_claims_arithmetic(claims):
     d, se, df = claims.welch([71.0, 72.0, 73.0], [70.0, 70.5, 71.0])
     # 1.5 is 2.3 standard errors: two would call it; t(0.975, 2.94) rounds down to df 2's 4.303 (p = 0.10)

@@ -1,5 +1,6 @@
 """Read run directories (this engine's or mdistiller's: same worklog) into a comparison table."""
 import csv
+import functools
 import os
 import re
 from dataclasses import dataclass, field
@@ -8,6 +9,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from yacs.config import CfgNode
 
 from mdistiller_ext import registry
+from mdistiller_ext.host import registration
 from mdistiller_ext.runs import pooling, provenance
 from mdistiller_ext.runs import worklog
 from mdistiller_ext.reporting.stats import mean_std
@@ -57,9 +59,19 @@ def method_and_pair(dataset: str, kind: str, teacher: str, student: str) -> Tupl
 
 
 def experiment_config(cfg: CfgNode) -> Dict[str, object]:
-    """The flat config that defines the experiment: without the seed and keys that change no number."""
+    """The flat config that defines the experiment: without the seed, keys that change no number and
+    the config nodes of the other registered methods (a method reads only its own node, so a KD run's
+    AEKT.W_MAX is whatever the defaults were that day). A key the saved config lacks was added after
+    the run, and counts at its default: an option's default keeps what runs did before it existed."""
     skip = set(pooling.NUMBER_NEUTRAL_KEYS) | set(pooling.RESOLVED_KEYS) | {"EXT.SEED"}
-    return {k: v for k, v in flat_config(cfg).items() if k not in skip}
+    others = {m.name for m in registry.methods() if m.name != cfg.DISTILLER.TYPE}
+    flat = {**_default_flat_config(), **flat_config(cfg)}
+    return {k: v for k, v in flat.items() if k not in skip and k.split(".")[0] not in others}
+
+
+@functools.lru_cache(maxsize=1)
+def _default_flat_config() -> Dict[str, object]:
+    return flat_config(registration.base_cfg())
 
 
 def _identity(path: str, dataset_hint: Optional[str]) -> RunResult:
