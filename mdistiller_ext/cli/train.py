@@ -161,6 +161,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         best = run(argv)
         if best is None:
             return 0
+        from mdistiller_ext.engine.distributed import shutdown
+
+        shutdown()  # under torchrun: every process leaves the group together, before the interpreter ends
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

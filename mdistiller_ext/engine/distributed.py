@@ -3,10 +3,12 @@
 Semantics: SOLVER.BATCH_SIZE and SOLVER.LR are global. Each of the WORLD_SIZE processes takes
 BATCH_SIZE / WORLD_SIZE samples per step and DDP averages gradients, so a run on N devices
 follows the same optimisation trajectory as one device with the full batch (up to BatchNorm,
-whose statistics stay per process unless EXT.SYNC_BN). Only rank 0 writes the run directory.
+whose batch statistics stay per process unless EXT.SYNC_BN). Before each evaluation the
+processes' running statistics are averaged (``average_buffers_``), so that every process
+evaluates, and rank 0 saves, one and the same model. Only rank 0 writes the run directory.
 """
 import os
-from typing import List, NamedTuple
+from typing import Iterable, List, NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -60,6 +62,18 @@ def all_reduce_mean_(tensors: List[torch.Tensor]) -> List[torch.Tensor]:
     return tensors
 
 
+def average_buffers_(buffers: Iterable[torch.Tensor]) -> None:
+    """Average floating-point buffers (BatchNorm's running mean and variance) over the processes.
+
+    Each process updates them from its own shard of every batch, and with the align trainer every
+    forward runs under ``no_sync()``, so DDP's broadcast never reaches them: without this, N
+    processes would evaluate N different models while rank 0 saves only its own. Integer buffers
+    (``num_batches_tracked``) count the same steps everywhere and are left alone."""
+    if not current().enabled:
+        return
+    all_reduce_mean_([b for b in buffers if b.is_floating_point()])
+
+
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     if current().enabled:
         dist.all_reduce(t)
@@ -69,3 +83,14 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
 def barrier() -> None:
     if current().enabled:
         dist.barrier()
+
+
+def shutdown() -> None:
+    """Leave the process group together: every process reaches the barrier, then destroys its group.
+
+    A process that exits with its gloo group alive leaves gloo's worker threads holding tensors that
+    the interpreter's finalisation then frees without the GIL: that process dies with SIGABRT after
+    its run has finished (seen on rank 1 at the end of a resumed torchrun run)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -35,7 +35,8 @@ from mdistiller_ext.engine.step import NonFiniteGuard, StepSetup, train_step
 from mdistiller_ext.engine import wandb_log
 from mdistiller_ext.engine.probe import GradProbe
 from mdistiller_ext.runs.pooling import config_differences
-from mdistiller_ext.engine.distributed import SINGLE, DistInfo, all_reduce_mean_, all_reduce_sum, barrier
+from mdistiller_ext.engine.distributed import (SINGLE, DistInfo, all_reduce_mean_, all_reduce_sum, average_buffers_,
+                                               barrier)
 
 CHECK_EVERY = 50  # steps between progress-bar refreshes and non-finite checks (each one syncs) ...
 REFRESH_SECONDS = 5.0  # ... or sooner when this much time has passed, however few the steps
@@ -201,6 +202,8 @@ class Trainer:
         lr = self._start_epoch(epoch)
         started = time.time()
         train_loss, train_acc = self._train_loop(epoch)
+        if self.dist.enabled:  # one model: what every process evaluates is what rank 0 saves
+            average_buffers_(b for name, b in self.distiller.named_buffers() if not name.startswith("teacher."))
         values, probed = self._epoch_values(epoch, train_loss, train_acc)
         improved = values["test_acc"] >= self.best_acc
         self.best_acc = max(self.best_acc, values["test_acc"])
