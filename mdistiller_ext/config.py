@@ -25,6 +25,8 @@ def _ext() -> CN:
     n.TRAIN_SUBSET = 0         # CIFAR: train on a fixed random subset of this many images (0: all)
     n.VAL_SPLIT = 0            # CIFAR: hold out this many training images (stratified, fixed draw) as a validation split
     n.TEACHER_CKPT = ""        # explicit teacher checkpoint; empty: look under CKPT_ROOT
+    # least test top-1 (%) a teacher must have before a student learns from it (-1: clearly above chance; 0: any)
+    n.TEACHER_MIN_ACC = -1.0
     n.CKPT_ROOT = "./download_ckpts"
     n.EXPORT_TEACHER = False   # vanilla runs: also write the model where distillation looks for teachers
     n.EXPORT_TEACHER_EPOCH = "best"  # best | last: which epoch's weights EXPORT_TEACHER writes

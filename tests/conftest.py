@@ -90,6 +90,19 @@ def write_cifar100_python(root: Path, n_train: int = 2, n_test: int = 1) -> Path
     return root
 
 
+def write_cifar100_tar(path: Path, n_train: int = 2, n_test: int = 1) -> Path:
+    """torchvision's cifar-100-python.tar.gz: the folder write_cifar100_python makes, meta first as in the real one."""
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = write_cifar100_python(Path(tmp), n_train, n_test) / "cifar-100-python"
+        with tarfile.open(path, "w:gz") as tar:
+            for name in ("meta", "test", "train"):
+                tar.add(folder / name, arcname=f"cifar-100-python/{name}")
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_cifar10(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cifar10")

@@ -9,10 +9,11 @@ from mdistiller_ext.host import adapter as host
 from mdistiller_ext.host import registration
 from mdistiller_ext.data.datasets import build_datasets
 from mdistiller_ext.data.loaders import get_dataset
+from mdistiller_ext.data import sources
 from mdistiller_ext.data.sources import load_cifar10, load_cifar100
 from mdistiller_ext.errors import UserError
 
-from .conftest import class_images, write_cifar10_jpeg_tar, write_cifar100_python
+from .conftest import class_images, write_cifar10_jpeg_tar, write_cifar100_python, write_cifar100_tar
 
 
 def cfg_for(kind, root, **ext):
@@ -30,7 +31,7 @@ def cfg_for(kind, root, **ext):
 
 def test_cifar100_python_layout(tmp_path):
     write_cifar100_python(tmp_path)
-    arrays = load_cifar100(str(tmp_path), download=False)
+    arrays = load_cifar100(str(tmp_path), str(tmp_path / "cache"), download=False)
     x, y = arrays["train"]
     assert x.shape == (200, 32, 32, 3) and x.dtype == np.uint8 and sorted(set(y)) == list(range(100))
     ref, _ = class_images(2, 100, 0)
@@ -39,6 +40,60 @@ def test_cifar100_python_layout(tmp_path):
     image, target, index = next(iter(train_loader))
     assert image.shape == (8, 3, 32, 32) and (n, c) == (200, 100) and index.dtype == torch.long
     assert len(next(iter(val_loader))) == 2
+
+
+@pytest.mark.parametrize("name_the_file", [False, True])
+def test_cifar100_archive_read_without_unpacking(tmp_path, monkeypatch, name_the_file):
+    """torchvision's cifar-100-python.tar.gz, found in EXT.DATA_ROOT or named by it, gives the arrays its
+    unpacked folder gives; decoded once into EXT.DATA_CACHE (later loads never open the archive), nothing
+    unpacked; the class names come from its meta; the run records which file it read."""
+    write_cifar100_python(tmp_path / "folder", n_train=3, n_test=2)
+    archive = write_cifar100_tar(tmp_path / "data" / "cifar-100-python.tar.gz", n_train=3, n_test=2)
+    root = archive if name_the_file else archive.parent
+    cache = tmp_path / "cache"
+    got = load_cifar100(str(root), str(cache), download=False)
+    want = load_cifar100(str(tmp_path / "folder"), str(cache), download=False)
+    for split in ("train", "test"):
+        assert np.array_equal(got[split][0], want[split][0]) and np.array_equal(got[split][1], want[split][1])
+    assert got["train"][0].shape == (300, 32, 32, 3) and got["test"][0].shape == (200, 32, 32, 3)
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["cifar-100-python.tar.gz"]  # nothing unpacked
+    assert len(list(cache.glob("cifar-100-python-*.npz"))) == 1
+
+    def never(path):
+        raise AssertionError("the archive was decoded again")
+
+    monkeypatch.setitem(sources._ARCHIVE_READERS, "cifar100", never)
+    again = load_cifar100(str(root), str(cache), download=False)
+    assert np.array_equal(again["train"][0], got["train"][0])
+    cfg = cfg_for("cifar100", root)
+    cfg.EXT.DATA_CACHE = str(cache)
+    from mdistiller_ext.data.datasets import build_splits, class_names
+
+    assert class_names(cfg) == [f"c{i}" for i in range(100)]
+    record = build_splits(cfg).record["data_source"]
+    assert record["form"] == "archive" and record["path"] == str(archive)
+    assert record["decoded_cache"] == str(next(cache.glob("*.npz")))
+
+
+def test_cifar100_archive_refuses_what_it_is_not(tmp_path):
+    """A CIFAR-10 archive named as CIFAR-100, and an archive whose pickle holds code: one line each."""
+    jpeg = write_cifar10_jpeg_tar(tmp_path / "cifar10-jpeg.tar.gz", n_train=1, n_test=1)
+    with pytest.raises(UserError, match="holds no cifar-100-python/train pickle"):
+        load_cifar100(str(jpeg), str(tmp_path / "cache"), download=False)
+    import io
+    import tarfile
+
+    bad = tmp_path / "bad.tar.gz"
+    with tarfile.open(bad, "w:gz") as tar:
+        for split in ("train", "test"):
+            payload = pickle.dumps({"data": Boom(), "fine_labels": [0]})
+            info = tarfile.TarInfo(f"cifar-100-python/{split}")
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    with pytest.raises(UserError, match="refusing to load builtins.eval"):
+        load_cifar100(str(bad), str(tmp_path / "cache"), download=False)
+    with pytest.raises(UserError, match="cifar100 not found at .*cifar-100-python.tar.gz"):
+        load_cifar100(str(tmp_path / "nothing"), str(tmp_path / "cache"), download=False)
 
 
 def test_cifar10_jpeg_archive_and_cache(tmp_path):
@@ -80,7 +135,7 @@ def test_malicious_cifar_pickle_is_refused(tmp_path):
         with open(folder / split, "wb") as f:
             pickle.dump({"data": Boom(), "fine_labels": [0]}, f)
     with pytest.raises(UserError, match="refusing to load builtins.eval"):
-        load_cifar100(str(tmp_path), download=False)
+        load_cifar100(str(tmp_path), str(tmp_path), download=False)
 
 
 def test_imagenet_image_folder(tmp_path):

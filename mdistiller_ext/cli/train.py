@@ -84,10 +84,18 @@ def run(argv: Optional[List[str]] = None) -> Optional[float]:
     distiller, _ = build_distiller(cfg, num_classes, num_data, host_classes=host_engine)
     teacher = None
     if has_teacher:
+        from mdistiller_ext.engine.distributed import all_reduce_sum
+        from mdistiller_ext.runs.teacher_accuracy import known_accuracy, refuse_useless
         from mdistiller_ext.runs.teachers import describe_teacher
 
         teacher = (describe_teacher(teacher_file) if teacher_file
                    else {"path": "torchvision pretrained (through mdistiller)", "sha256": "n/a"})
+        # before anything is written: a useless teacher is refused while the run directory is still untouched
+        distiller.teacher.to(device)
+        teacher = known_accuracy(cfg, teacher, distiller.teacher, val_loader,
+                                 lambda b: (b[0].to(device).float(), b[1].to(device)), data_record.get("test_split", {}),
+                                 dist_info.is_main, all_reduce_sum if dist_info.enabled else None)
+        refuse_useless(cfg, teacher, num_classes)
     if dist_info.is_main:
         if not args.resume:
             start_run_dir(log_path, cfg)

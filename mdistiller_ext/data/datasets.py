@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 from torchvision import transforms
 from yacs.config import CfgNode
 
-from mdistiller_ext.data.sources import NUM_CLASSES, load_cifar10, load_cifar100, read_cifar_pickle
+from mdistiller_ext.data.sources import NUM_CLASSES, archive_cache_file, cifar100_class_names, load_cifar, locate_cifar
 from mdistiller_ext.errors import UserError
 
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)
@@ -93,10 +93,8 @@ class Splits(NamedTuple):
 
 def _cifar_splits(cfg: CfgNode) -> Splits:
     kind, root = cfg.DATASET.TYPE, cfg.EXT.DATA_ROOT
-    if kind == "cifar100":
-        arrays = load_cifar100(root, cfg.EXT.DOWNLOAD)
-    else:
-        arrays = load_cifar10(root, cfg.EXT.DATA_CACHE, cfg.EXT.DOWNLOAD)
+    arrays = load_cifar(kind, root, cfg.EXT.DATA_CACHE, cfg.EXT.DOWNLOAD)
+    where = locate_cifar(kind, root)  # after a download, the folder it made
     train_t, test_t = cifar_transforms(*normalization(kind))
     num_classes = NUM_CLASSES[kind]
     x, y = arrays["train"]
@@ -104,10 +102,15 @@ def _cifar_splits(cfg: CfgNode) -> Splits:
     if top >= num_classes:
         raise UserError(f"{kind} data at {root} has label {top}, but {kind} has {num_classes} classes")
     keep = np.arange(len(y), dtype=np.int64)
-    holdout, record = None, {}
-    if cfg.EXT.TEACHER_CACHE != "off":  # the teacher-logit cache is indexed by the full split, in this order
-        from mdistiller_ext.data.teacher_cache import data_fingerprint
+    holdout = None
+    record: Dict[str, object] = {"data_source": {"form": where.form, "path": os.path.abspath(where.path)}}
+    if where.form == "archive":
+        record["data_source"]["decoded_cache"] = os.path.abspath(archive_cache_file(where.path, cfg.EXT.DATA_CACHE))
+    from mdistiller_ext.data.teacher_cache import data_fingerprint
 
+    # what a teacher's measured accuracy is remembered against (runs.teacher_accuracy)
+    record["test_split"] = {"images": int(len(arrays["test"][1])), "sha256": data_fingerprint(*arrays["test"])}
+    if cfg.EXT.TEACHER_CACHE != "off":  # the teacher-logit cache is indexed by the full split, in this order
         mean, std = normalization(kind)
         record["train_split"] = {"images": int(len(y)), "num_classes": num_classes, "sha256": data_fingerprint(x, y),
                                  "mean": list(mean), "std": list(std), "test_images": int(len(arrays["test"][1]))}
@@ -147,7 +150,10 @@ def build_splits(cfg: CfgNode) -> Splits:
         from torchvision.datasets import ImageFolder
 
         train = IndexedImageFolder(os.path.join(root, "train"), train_t)
-        return Splits(train, ImageFolder(os.path.join(root, "val"), test_t), None, len(train.inner.classes), {})
+        val = ImageFolder(os.path.join(root, "val"), test_t)
+        record = {"data_source": {"form": "image_folder", "path": os.path.abspath(root)},
+                  "test_split": {"images": len(val)}}
+        return Splits(train, val, None, len(train.inner.classes), record)
     raise UserError(f"DATASET.TYPE {kind!r} is not supported here; use cifar100, cifar10 or imagenet (tiny_imagenet needs mdistiller)")
 
 
@@ -177,6 +183,5 @@ def class_names(cfg: CfgNode) -> List[str]:
     if cfg.DATASET.TYPE == "cifar10":
         return list(CIFAR10_CLASSES)
     if cfg.DATASET.TYPE == "cifar100":
-        meta = os.path.join(cfg.EXT.DATA_ROOT, "cifar-100-python", "meta")
-        return list(read_cifar_pickle(meta).get("fine_label_names", [])) if os.path.isfile(meta) else []
+        return cifar100_class_names(cfg.EXT.DATA_ROOT)
     return []

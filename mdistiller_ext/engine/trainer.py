@@ -146,8 +146,9 @@ class Trainer:
                                    self.dist.world_size, bool(self.cfg.EXT.COMPILE), self.teacher_info)
         if self.teacher_info is not None:
             info["teacher_logits"] = f"cache {self.cached.store.id} ({self.cache_place})" if self.cached is not None else "live"
-        if "val_split" in self.data_record:
-            info["val_split"] = self.data_record["val_split"]
+        for key in ("data_source", "val_split"):
+            if key in self.data_record:
+                info[key] = self.data_record[key]
         return info
 
     # ----- run -----

@@ -89,10 +89,16 @@ def describe_teacher(path: str) -> Dict[str, object]:
 
 
 def summary_line(info: Dict[str, object]) -> str:
-    acc = info.get("test_acc")
-    recorded = (f"recorded test top-1 {acc:.2f} at epoch {info.get('epoch')} of {info.get('source_run')}"
-                if acc is not None else "no recorded accuracy")
-    return f"teacher: {info['path']} ({recorded}; sha256 {str(info['sha256'])[:12]})"
+    acc, source = info.get("test_acc"), info.get("test_acc_source", "recorded")
+    if acc is None:
+        known = "accuracy not known"
+    elif source == "recorded":
+        known = f"recorded test top-1 {acc:.2f} at epoch {info.get('epoch')} of {info.get('source_run')}"
+    else:
+        when = "now" if source == "measured" else f"on {str(info.get('measured', '?'))[:10]}, remembered by its sha256"
+        known = (f"test top-1 {acc:.2f} on the {info.get('dataset')} test split ({info.get('test_images'):,} images), "
+                 f"measured {when}")
+    return f"teacher: {info['path']} ({known}; sha256 {str(info['sha256'])[:12]})"
 
 
 def export_teacher(run_dir: str, cfg: CfgNode) -> str:
