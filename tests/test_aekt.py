@@ -149,3 +149,30 @@ def test_serialization_is_compared_in_its_own_orientation():
     w = layer.weight.detach().double().numpy()
     assert correlation(w, oriented_similarity(sim)) == pytest.approx(1.0)
     assert correlation(w, sim) < 0.9
+
+
+def test_serialization_layer_keeps_small_deltas_under_bf16_autocast():
+    """W = I + delta in bf16 rounds a delta of a few 1e-3 away (bf16's step near 1.0 is 2^-7): the layer
+    would be exactly the identity on a GPU. It runs in fp32 under autocast; its gradient too."""
+    from mdistiller_ext.methods.heads import SerializationLayer
+
+    g = torch.Generator().manual_seed(0)
+    layer = SerializationLayer(10)
+    with torch.no_grad():
+        layer.delta.copy_(0.003 * torch.randn(10, 10, generator=g))
+    z = torch.randn(6, 10, generator=g)
+    want = z.double() @ (torch.eye(10, dtype=torch.float64) + layer.delta.double()).T
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = layer(z.bfloat16())
+    assert got.dtype == torch.float32
+    # the bf16 input's own rounding is the only error left (about 2^-9 of |z|), far below the delta's effect
+    assert (got.double() - want).abs().max() < 0.02
+    assert (got.double() - z.bfloat16().double()).abs().max() > 0.01  # not the identity
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(z).sum()
+    out.backward()  # outside autocast, as the engine does (step.py)
+    fp32 = SerializationLayer(10)
+    with torch.no_grad():
+        fp32.delta.copy_(layer.delta)
+    fp32(z).sum().backward()
+    assert torch.allclose(layer.delta.grad, fp32.delta.grad, atol=1e-6)

@@ -14,7 +14,8 @@ from mdistiller_ext.methods.heads import SerializationLayer, SerializedStudent, 
 from mdistiller_ext.registry import register_method
 from mdistiller_ext.rules import NON_NEGATIVE, POSITIVE, one_of
 from mdistiller_ext.errors import UserError
-from mdistiller_ext.methods.base import Distiller, Output, fractional_warmup_on_host, step_warmup, teacher_logits
+from mdistiller_ext.methods.base import (Distiller, Output, fractional_warmup_on_host, global_mean, step_warmup,
+                                         teacher_logits)
 from mdistiller_ext.methods.dkd import BETA
 
 
@@ -158,7 +159,9 @@ class AEKT(Distiller):
         z_cls, z_kd = self._heads(image)
         z_t = teacher_logits(self.teacher, image, kwargs)
         c = self.c
-        w, tckd, nckd = losses.aekt_terms(z_kd, z_t, target, c.T, c.RATIO_MODE, c.W_MAX, c.RATIO_NORM, c.RATIO_T)
+        # the ratio's batch mean over the global batch: N processes weigh samples as one process would
+        w, tckd, nckd = losses.aekt_terms(z_kd, z_t, target, c.T, c.RATIO_MODE, c.W_MAX, c.RATIO_NORM, c.RATIO_T,
+                                          global_mean)
         explicit, implicit = (c.ALPHA * w * tckd).mean(), (c.BETA * nckd).mean()
         if self.training:
             self._observe(w, explicit, implicit)

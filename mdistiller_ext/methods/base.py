@@ -45,6 +45,19 @@ def step_warmup(kwargs: Dict, warmup: float) -> float:
     return warmup_factor(kwargs.get("epoch", 1), warmup, kwargs.get("progress"))
 
 
+def global_mean(t: torch.Tensor) -> torch.Tensor:
+    """The mean of ``t`` over every process's elements under torch.distributed (each process holds its share
+    of the global batch), so that a batch statistic does not depend on the number of processes; the local
+    mean, bit for bit, in a single process. A statistic: no gradient flows through it."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return t.mean()
+    s = torch.stack([t.detach().sum(), t.new_tensor(float(t.numel()))])
+    dist.all_reduce(s)
+    return s[0] / s[1]
+
+
 def teacher_logits(teacher: nn.Module, image: torch.Tensor, kwargs: Optional[Dict] = None) -> torch.Tensor:
     """The teacher's logits for ``image``: those the engine passed as ``teacher_logits`` (the
     teacher-logit cache) where given, else the teacher's forward pass."""

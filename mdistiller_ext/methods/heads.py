@@ -89,7 +89,10 @@ class SerializationLayer(nn.Module):
         return self.eye + self.delta if self.decay_to_identity else self.weight
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return nn.functional.linear(z, self.matrix().to(z.dtype), self.bias.to(z.dtype))
+        # in fp32 whatever autocast says: W = I + delta cast to bf16 (a step of 2^-7 near 1.0) would round a
+        # learned delta of a few 1e-3 away and leave the layer exactly the identity; in fp32 nothing changes
+        with torch.autocast(z.device.type, enabled=False):
+            return nn.functional.linear(z.float(), self.matrix().float(), self.bias.float())
 
 
 class SerializedStudent(nn.Module):

@@ -5,7 +5,7 @@ and scaled by T^2. Every function upcasts half-precision inputs to float32 and w
 space, so it is finite for every finite input (no -1000 masking, no log(0)).
 """
 import math
-from typing import Tuple
+from typing import Callable, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -104,15 +104,18 @@ def dkd_loss(
     return (alpha * tckd + beta * nckd).mean()
 
 
-def _batch_mean(w: torch.Tensor) -> torch.Tensor:
+Mean = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _batch_mean(w: torch.Tensor, mean: Mean) -> torch.Tensor:
     # an all-zero batch (every ratio underflowed) stays zero instead of 0/0
-    return w / w.mean().clamp_min(torch.finfo(w.dtype).tiny)
+    return w / mean(w).clamp_min(torch.finfo(w.dtype).tiny)
 
 
 # AEKT.RATIO_MODE -> the sign of log(p_t[target] / p_s[target]) in the weight (None: w = 1)
 RATIO_MODES = {"none": None, "teacher_over_student": 1.0, "student_over_teacher": -1.0}
 # AEKT.RATIO_NORM -> what follows the clip to [0, W_MAX]
-RATIO_NORMS = {"clip": lambda w: w, "batch_mean": _batch_mean}
+RATIO_NORMS = {"clip": lambda w, mean: w, "batch_mean": _batch_mean}
 
 
 def target_confidence_ratio(
@@ -123,12 +126,15 @@ def target_confidence_ratio(
     mode: str = "teacher_over_student",
     w_max: float = 10.0,
     norm: str = "clip",
+    batch_mean: Mean = torch.mean,
 ) -> torch.Tensor:
     """AEKT's per-sample weight w on the explicit (target-vs-rest) term; always detached.
 
     teacher_over_student: w = p_t[target] / p_s[target] (> 1 where the student is less confident),
     student_over_teacher: the inverse, none: w = 1. The ratio is formed in log space and clipped
     to [0, w_max]; ``batch_mean`` then divides by the batch mean so the average weight is 1.
+    ``batch_mean`` computes that mean: the local batch's by default, the global batch's under
+    torch.distributed (``engine.distributed.global_mean``), so N processes weigh as one.
     """
     if mode not in RATIO_MODES:
         raise ValueError(f"ratio mode {mode!r} is not one of {', '.join(RATIO_MODES)}")
@@ -141,7 +147,7 @@ def target_confidence_ratio(
         return torch.ones(zs.shape[0], dtype=zs.dtype, device=zs.device)
     mask = _target_mask(zs, target)
     log_ratio = sign * (_binary_log_probs(zt, mask)[0] - _binary_log_probs(zs, mask)[0])
-    return RATIO_NORMS[norm](torch.exp(torch.clamp(log_ratio, max=math.log(w_max))))
+    return RATIO_NORMS[norm](torch.exp(torch.clamp(log_ratio, max=math.log(w_max))), batch_mean)
 
 
 def aekt_terms(
@@ -153,11 +159,12 @@ def aekt_terms(
     w_max: float = 10.0,
     ratio_norm: str = "clip",
     ratio_temperature: float = 0.0,
+    batch_mean: Mean = torch.mean,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """AEKT's per-sample parts (w, TCKD, NCKD); ``ratio_temperature`` <= 0 means "use ``temperature``"."""
     tckd, nckd = decoupled_kd_terms(z_s, z_t, target, temperature)
     rt = ratio_temperature if ratio_temperature > 0 else temperature
-    return target_confidence_ratio(z_s, z_t, target, rt, ratio_mode, w_max, ratio_norm), tckd, nckd
+    return target_confidence_ratio(z_s, z_t, target, rt, ratio_mode, w_max, ratio_norm, batch_mean), tckd, nckd
 
 
 def aekt_loss(
