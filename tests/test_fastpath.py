@@ -123,3 +123,50 @@ def test_fast_path_is_the_default_for_cifar_only():
     cfg.EXT.FAST_DATA, cfg.DATASET.TYPE = "on", "imagenet"
     with pytest.raises(UserError, match="needs cifar10 or cifar100"):
         uses_fast_path(cfg)
+
+
+def test_ranks_draw_different_views_one_process_draws_as_before():
+    """Under torch.distributed each rank takes its share of the global permutation and of the views drawn
+    for it (the ranks had all drawn the same crop and flip for their i-th sample); one process draws what
+    it always drew (the formula before the change, written out here)."""
+    images, labels = coordinate_images(40), np.arange(40) % 10
+
+    def draws(rank, world):
+        loader = DeviceCifarLoader(images, labels, 8, CIFAR100_MEAN, CIFAR100_STD, CPU, True, 0, rank, world)
+        return loader.epoch_draws(torch.Generator().manual_seed(123))
+
+    g = torch.Generator().manual_seed(123)
+    before = (torch.randperm(40, generator=g), torch.randint(0, 9, (40, 2), generator=g), torch.rand(40, generator=g) < 0.5)
+    one = draws(0, 1)
+    assert all(torch.equal(a, b) for a, b in zip(one, before))
+    shards = [draws(r, 2) for r in range(2)]
+    for r, shard in enumerate(shards):
+        for whole, part in zip(one, shard):
+            assert torch.equal(part, whole[r * 20:(r + 1) * 20])
+    assert not torch.equal(shards[0][1], shards[1][1]) and not torch.equal(shards[0][2], shards[1][2])
+
+
+def test_epoch_seeding_differs_by_rank_and_keeps_rank_0():
+    """Dropout masks (DHKD's nonlinear head) and the DataLoader path's draws come from a per-rank seed;
+    rank 0's is the single-process seed, so one process's stream is unchanged."""
+    from types import SimpleNamespace
+
+    from mdistiller_ext.engine.distributed import DistInfo
+    from mdistiller_ext.engine.trainer import Trainer, epoch_seed, rank_seed, seed_everything
+
+    cfg = registration.base_cfg()
+    cfg.EXT.SEED = 3
+    loader = SimpleNamespace(generator=torch.Generator())
+
+    def after_start(rank):
+        stub = SimpleNamespace(cfg=cfg, dist=DistInfo(rank, 2, rank), train_loader=loader,
+                               optimizer=SimpleNamespace(param_groups=[{}]))
+        Trainer._start_epoch(stub, 5)
+        return torch.rand(4), torch.rand(4, generator=loader.generator)
+
+    seed_everything(epoch_seed(cfg, 5))
+    single = torch.rand(4)
+    r0, r1 = after_start(0), after_start(1)
+    assert torch.equal(r0[0], single) and torch.equal(r0[1], torch.rand(4, generator=torch.Generator().manual_seed(epoch_seed(cfg, 5))))
+    assert not torch.equal(r0[0], r1[0]) and not torch.equal(r0[1], r1[1])
+    assert rank_seed(7, 0) == 7 and len({rank_seed(7, r) for r in range(8)}) == 8 and rank_seed(7, 1) == rank_seed(7, 1)

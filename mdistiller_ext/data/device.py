@@ -102,12 +102,15 @@ class DeviceCifarLoader:
     def epoch_draws(self, generator: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """This rank's (order, crop offsets, flips) for one epoch. All are drawn on the CPU
         generator, so every device gives the same epoch; under torch.distributed each rank takes
-        an equal shard of the one global permutation."""
+        an equal shard of the one global permutation and of the views drawn for it (so ranks crop
+        and flip differently; one process draws exactly what it always drew)."""
         n = len(self.labels)
         per_rank = n // self.world_size
-        order = torch.randperm(n, generator=generator)[self.rank * per_rank:(self.rank + 1) * per_rank]
-        offsets = torch.randint(0, 9, (per_rank, 2), generator=generator)
-        flips = torch.rand(per_rank, generator=generator) < 0.5
+        mine = slice(self.rank * per_rank, (self.rank + 1) * per_rank)
+        drawn = per_rank * self.world_size
+        order = torch.randperm(n, generator=generator)[mine]
+        offsets = torch.randint(0, 9, (drawn, 2), generator=generator)[mine]
+        flips = (torch.rand(drawn, generator=generator) < 0.5)[mine]
         return order, offsets, flips
 
     def batches(self, order: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> Iterator[Tuple[torch.Tensor, ...]]:

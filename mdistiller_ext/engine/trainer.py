@@ -60,6 +60,14 @@ def epoch_seed(cfg: CfgNode, epoch: int) -> int:
     return cfg.EXT.SEED * 1_000_003 + epoch
 
 
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of process ``rank``: ``seed`` itself on rank 0 (one process's stream is unchanged), a
+    hash of (seed, rank) elsewhere, so that ranks draw different dropout masks and augmentations."""
+    if rank == 0:
+        return seed
+    return int.from_bytes(hashlib.sha256(f"{seed}:{rank}".encode()).digest()[:7], "big")
+
+
 def _duration(seconds: float) -> str:
     seconds = int(round(seconds))
     if seconds < 60:
@@ -215,11 +223,13 @@ class Trainer:
     def _start_epoch(self, epoch: int) -> float:
         """Every source of randomness reseeded from (EXT.SEED, epoch), and the epoch's learning rate set."""
         seed = epoch_seed(self.cfg, epoch)
-        seed_everything(seed)
+        own = rank_seed(seed, self.dist.rank)
+        seed_everything(own)  # dropout, and the DataLoader path's augmentation without workers
         if getattr(self.train_loader, "generator", None) is not None:
-            self.train_loader.generator.manual_seed(seed)
+            self.train_loader.generator.manual_seed(own)  # its order (one process) and its workers' seeds
         if hasattr(self.train_loader, "set_epoch"):
-            self.train_loader.set_epoch(epoch, seed)  # the device-resident loader draws from (seed, epoch)
+            # the device-resident loader draws the global batch's order and views from (seed, epoch); each rank its share
+            self.train_loader.set_epoch(epoch, seed)
         sampler = getattr(self.train_loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)  # DistributedSampler: its seed is EXT.SEED, its epoch this one
