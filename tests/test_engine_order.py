@@ -56,6 +56,27 @@ def test_test_accuracy_is_computed_in_fp32_whatever_the_training_precision(tmp_p
     assert not any(isinstance(k, str) and k.startswith("rng") for k in torch.load(tmp_path / "run" / "latest", weights_only=True))
 
 
+def test_fp16_loss_scale_is_checkpointed_and_restored(tmp_path):
+    """EXT.AMP fp16 (torch's CPU GradScaler stands in for CUDA's): the scaler's state is in every checkpoint
+    and a resumed run continues from it (it had restarted at 65536)."""
+    cfg = registration.base_cfg()
+    cfg.SOLVER.EPOCHS = 1
+    cfg.EXT.AMP = "fp16"
+    rt = resolve(cfg, Machine())
+    assert rt.amp is torch.float16
+    trainer = trainer_for(Recording(resnet8(), resnet8(1), cfg), cfg, tmp_path, runtime=rt)
+    trainer.train()
+    latest = tmp_path / "run" / "latest"
+    state = torch.load(latest, weights_only=True)
+    assert state["scaler"]["scale"] == trainer.setup.scaler.get_scale()
+    state["scaler"]["scale"] = 1024.0  # as if the run had backed off from overflows
+    torch.save(state, latest)
+    cfg.SOLVER.EPOCHS = 2
+    resumed = trainer_for(Recording(resnet8(), resnet8(1), cfg), cfg, tmp_path, runtime=rt)
+    assert resumed._resume() == 1
+    assert resumed.setup.scaler.get_scale() == 1024.0
+
+
 @pytest.mark.slow
 def test_compile_runs_through_the_engine_on_the_cpu_with_alignment_and_the_probe(tmp_path):
     from mdistiller_ext.methods.dhkd import DHKD

@@ -51,6 +51,28 @@ def test_flags_after_overrides_and_extending_a_run_by_override(work):
     assert r.returncode == 0, r.stderr
 
 
+def test_resume_refuses_another_teacher_file(work):
+    """The teacher lookup can find another file on resume (a ckpt_epoch_240.pth appears, or EXT.TEACHER_CKPT
+    changes): refused in one line naming both files, unless --force-resume; nothing is written."""
+    from mdistiller_ext.host.standalone.models import cifar_model_dict
+
+    cfg = write_cfg(work, "teacher_swap", SOLVER__EPOCHS=1)
+    assert train(work, cfg).returncode == 0
+    run = work / "out/cifar10_dhkd/teacher_swap"
+    other = work / "other_teacher.pth"
+    torch.manual_seed(1)
+    torch.save({"model": cifar_model_dict["resnet8"][0](num_classes=10).state_dict()}, other)
+    before = (run / "worklog.txt").read_text()
+    r = train(work, cfg, "SOLVER.EPOCHS", "2", "EXT.TEACHER_CKPT", str(other), "--resume", str(run))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "is not the one this run started with" in r.stderr and "--force-resume" in r.stderr
+    assert "ckpt_epoch_240.pth" in r.stderr and "other_teacher.pth" in r.stderr
+    assert (run / "worklog.txt").read_text() == before
+    r = train(work, cfg, "SOLVER.EPOCHS", "2", "EXT.TEACHER_CKPT", str(other), "--resume", str(run), "--force-resume")
+    assert r.returncode == 0, r.stderr
+    assert sorted(worklog.read(run / "worklog.txt").epochs) == [1, 2]
+
+
 def test_resume_without_a_run_is_one_line(work):
     cfg = write_cfg(work, "never", SOLVER__EPOCHS=1)
     for args in ((cfg, "--resume"), ("--resume", "out/nowhere")):

@@ -56,15 +56,18 @@ def get_loaders(cfg: CfgNode, generator: torch.Generator = None, device: torch.d
                        len(train), num_classes, record)
     workers = cfg.DATASET.NUM_WORKERS
     pin = torch.cuda.is_available()
+    # the training loader's workers are started anew every epoch (not persistent): each epoch's workers are
+    # seeded from the loader's generator, which the engine reseeds from (seed, epoch, rank), so augmentation is
+    # a function of those and a resumed run repeats it; persistent workers keep their first epoch's seeds
     if world_size > 1:
         from torch.utils.data.distributed import DistributedSampler
 
         sampler = DistributedSampler(train, world_size, rank, shuffle=True, seed=cfg.EXT.SEED, drop_last=True)
         train_loader = DataLoader(train, batch_size=max(1, cfg.SOLVER.BATCH_SIZE // world_size), sampler=sampler,
-                                  num_workers=workers, generator=generator, pin_memory=pin, persistent_workers=workers > 0)
+                                  num_workers=workers, generator=generator, pin_memory=pin, persistent_workers=False)
     else:
         train_loader = DataLoader(train, batch_size=cfg.SOLVER.BATCH_SIZE, shuffle=True, num_workers=workers,
-                                  generator=generator, pin_memory=pin, persistent_workers=workers > 0)
+                                  generator=generator, pin_memory=pin, persistent_workers=False)
 
     def evaluation(ds: Dataset) -> DataLoader:
         if world_size > 1:  # each process evaluates every world_size-th image; the engine sums over processes

@@ -383,6 +383,8 @@ class Trainer:
         state = {"epoch": epoch, "model": self.distiller.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "best_acc": self.best_acc, "config": config,
                  "config_hash": hashlib.sha256(config.encode()).hexdigest(), "nonfinite_skipped": self.guard.skipped}
+        if self.setup.scaler is not None:  # fp16: the loss scale it has found (a fresh scaler starts at 65536)
+            state["scaler"] = self.setup.scaler.state_dict()
         student = {"model": self._student().state_dict()}
         with interrupts_deferred():  # Ctrl-C here lands after the epoch's checkpoints, all whole
             save_atomic(state, self._path("latest"))
@@ -398,6 +400,7 @@ class Trainer:
         path = self._path("latest")
         if not os.path.exists(path):
             raise UserError(f"--resume: no checkpoint at {path} (no epoch finished); start again with --overwrite")
+        self._check_same_teacher()
         state = load_safe(path)
         saved = CfgNode.load_cfg(state["config"]) if "config" in state else None
         if saved is not None and not self.force_resume:
@@ -410,12 +413,27 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError, KeyError) as e:
             raise UserError(f"--resume: {path} does not fit this distiller ({str(e).splitlines()[0][:160]})") from None
+        if self.setup.scaler is not None and "scaler" in state:
+            self.setup.scaler.load_state_dict(state["scaler"])
         self.best_acc = float(state["best_acc"])
         self.guard.skipped = int(state.get("nonfinite_skipped", 0))
         epoch = int(state["epoch"])
         if self.dist.is_main:  # one process rewrites the logs; the others wait at the barrier in train()
             self._truncate_logs(epoch)
         return epoch
+
+    def _check_same_teacher(self) -> None:
+        """A resumed run learns from the file it started with: the teacher's sha256 against runtime.json's."""
+        if self.teacher_info is None or self.force_resume:
+            return
+        recorded = (provenance.read(self.log_path) or {}).get("teacher_sha256")
+        now = self.teacher_info.get("sha256")
+        if recorded in (None, "none", "n/a") or now in (None, "n/a") or recorded == now:
+            return
+        first = ((provenance.read(self.log_path) or {}).get("teacher") or {})
+        raise UserError(f"--resume: the teacher {self.teacher_info.get('path')} (sha256 {str(now)[:12]}) is not the one "
+                        f"this run started with ({first.get('path', '?')}, sha256 {str(recorded)[:12]}); set "
+                        "EXT.TEACHER_CKPT to that file, or pass --force-resume to go on with this teacher")
 
     def _truncate_logs(self, epoch: int) -> None:
         """Drop what was logged after the checkpoint's epoch (written before a crash): worklog blocks and
