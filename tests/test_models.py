@@ -161,3 +161,40 @@ def test_dhkd_head_follows_the_students_init_rule(student, head_init, expect):
         bound = 1 / w.shape[1] ** 0.5  # PyTorch's default: U(-1/sqrt(in), 1/sqrt(in))
         assert w.abs().max() <= bound and w.std() > 0.3 * bound
         assert (not b.any()) if expect == "zero_bias" else bool(b.abs().max() > 0)
+
+
+def _tensors(out):
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        return [t for k in sorted(out) for t in _tensors(out[k])]
+    if isinstance(out, (list, tuple)):
+        return [t for x in out for t in _tensors(x)]
+    return []
+
+
+@pytest.mark.host
+@pytest.mark.parametrize("name,size", [(n, 32) for n in cifar_model_dict] + [(n, 224) for n in imagenet_model_dict])
+def test_stand_in_computes_exactly_what_mdistillers_model_computes(name, size):
+    """The same weights and input give the same bits, forward (logits and every feature) and backward (every
+    parameter's gradient): a run's numbers do not depend on whether mdistiller is installed. (The pooling had
+    summed in another order than the host's fixed windows: 1e-7 apart, epochs later whole points.)"""
+    from mdistiller_ext.host import adapter as host
+
+    imagenet = size == 224
+    build_host = host.imagenet_model_dict[name] if imagenet else host.cifar_model_dict[name][0]
+    build_ours = imagenet_model_dict[name] if imagenet else cifar_model_dict[name][0]
+    classes = 1000 if imagenet else 100
+    torch.manual_seed(0)
+    theirs, ours = build_host(num_classes=classes), build_ours(num_classes=classes)
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(1 if imagenet else 4, 3, size, size, generator=torch.Generator().manual_seed(1))
+    out_theirs, out_ours = theirs(x), ours(x)
+    a, b = _tensors(out_theirs), _tensors(out_ours)
+    assert len(a) == len(b) and all(torch.equal(p, q) for p, q in zip(a, b))
+    out_theirs[0].square().sum().backward()
+    out_ours[0].square().sum().backward()
+    grads = dict(ours.named_parameters())
+    for key, p in theirs.named_parameters():
+        assert (p.grad is None) == (grads[key].grad is None), key
+        assert p.grad is None or torch.equal(p.grad, grads[key].grad), key

@@ -133,8 +133,11 @@ def run_stages(x: torch.Tensor, stages: Sequence[nn.Module], feats: List[torch.T
     return x
 
 
-def pooled(x: torch.Tensor) -> torch.Tensor:
-    return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+def pooled(x: torch.Tensor, window: int = 0) -> torch.Tensor:
+    """Global average pooling, flattened. ``window``: the host's fixed avg_pool2d window, where the host
+    pools that way; it sums in another order than the adaptive pool, and the zoo is to compute exactly
+    what the host computes (the same bits on the CPU)."""
+    return torch.flatten(F.avg_pool2d(x, window) if window else F.adaptive_avg_pool2d(x, 1), 1)
 
 
 def refuse_pretrained(pretrained: bool) -> None:

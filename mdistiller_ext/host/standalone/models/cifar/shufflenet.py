@@ -56,7 +56,7 @@ class ShuffleNetV1(nn.Module):
     def forward(self, x: torch.Tensor):
         out = F.relu(self.bn1(self.conv1(x)))
         feats, preacts = [out], [out]
-        p = pooled(run_stages(out, (self.layer1, self.layer2, self.layer3), feats, preacts))
+        p = pooled(run_stages(out, (self.layer1, self.layer2, self.layer3), feats, preacts), window=4)  # the host's window
         return self.linear(p), {"feats": feats, "preact_feats": preacts, "pooled_feat": p}
 
 
@@ -133,7 +133,7 @@ class ShuffleNetV2(nn.Module):
             out, pre = layer[-1].forward_with_preact(out)
             feats.append(out)
             preacts.append(pre)
-        p = pooled(F.relu(self.bn2(self.conv2(out))))
+        p = pooled(F.relu(self.bn2(self.conv2(out))), window=4)  # the host's window
         return self.linear(p), {"feats": feats, "preact_feats": preacts, "pooled_feat": p}
 
 

@@ -46,7 +46,7 @@ class MobileNetV1Net(nn.Module):
             preacts.append(pre)
             feats.append(out)
             start = end + 1
-        pooled = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
+        pooled = torch.flatten(F.avg_pool2d(out, 7), 1)  # the host's AvgPool2d(7): 224-pixel inputs, as the host
         return self.fc(pooled), {"feats": feats, "preact_feats": preacts, "pooled_feat": pooled}
 
 

@@ -26,7 +26,8 @@ class ImageNetResNet(nn.Module):
         f0 = F.relu(self.bn1(self.conv1(x)))
         # the host's stem "pre-activation" is ReLU'd in place before it is returned: both views are f0
         feats, preacts = [f0], [f0]
-        p = pooled(run_stages(F.max_pool2d(f0, 3, 2, 1), (self.layer1, self.layer2, self.layer3, self.layer4), feats, preacts))
+        p = pooled(run_stages(F.max_pool2d(f0, 3, 2, 1), (self.layer1, self.layer2, self.layer3, self.layer4), feats, preacts),
+                   window=7)  # the host's AvgPool2d(7): 224-pixel inputs, as the host
         return self.fc(p), {"feats": feats, "preact_feats": preacts, "pooled_feat": p}
 
 
