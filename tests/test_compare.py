@@ -194,7 +194,8 @@ def test_compare_end_to_end(tmp_path):
         "dataset": "cifar10", "methods": ["kd", "dhkd"], "pairs": ["res20_res8"], "seeds": [0, 1], "out": "report",
         "jobs": 2,  # two real runs side by side
         "set": {"SOLVER.EPOCHS": 1, "SOLVER.BATCH_SIZE": 16, "DATASET.NUM_WORKERS": 0, "EXT.DATA_ROOT": "data",
-                "EXT.DATA_CACHE": "data", "EXT.CKPT_ROOT": "ckpts", "EXT.DOWNLOAD": False, "LOG.PREFIX": "out"}}))
+                "EXT.DATA_CACHE": "data", "EXT.CKPT_ROOT": "ckpts", "EXT.DOWNLOAD": False, "LOG.PREFIX": "out",
+                "EXT.TEACHER_MIN_ACC": 0.0}}))
     env = dict(os.environ)
     tool = [sys.executable, str(ROOT / "tools/compare.py"), "--sweep", str(sweep_file)]
     dry = subprocess.run(tool + ["--dry-run"], cwd=tmp_path, env=env, capture_output=True, text=True)

@@ -58,6 +58,7 @@ def host_cfg(data: Path, out: Path, method: str, extra=()):
     opts = ["DISTILLER.TEACHER", "resnet20", "DISTILLER.STUDENT", "resnet8", "SOLVER.EPOCHS", "2",
             "SOLVER.BATCH_SIZE", "64", "DATASET.NUM_WORKERS", "0", "LOG.PREFIX", str(out), "EXT.DATA_ROOT", str(data),
             "EXT.DOWNLOAD", "False", "EXT.TEACHER_CKPT", str(data / "teacher.pth"), "EXT.EXPORT_TEACHER", "False",
+            "EXT.TEACHER_MIN_ACC", "0",
             *extra]
     return load_config(str(ROOT / "configs" / src), opts), list(extra)  # the run is named by ``extra`` only
 
@@ -162,7 +163,8 @@ def test_readme_quickstart_with_mdistiller_installed(tmp_path):
     write_cifar10_jpeg_tar(tmp_path / "data" / "cifar10-jpeg.tar.gz", n_train=6, n_test=3)
     env = {k: v for k, v in os.environ.items() if k != "MDISTILLER_EXT_STANDALONE"}
     env["PYTHONUNBUFFERED"] = "1"
-    small = ["SOLVER.EPOCHS", "1", "EXT.TRAIN_SUBSET", "40", "EXT.PROGRESS", "False"]
+    # a teacher of one epoch on 40 images need not beat chance clearly: accepted explicitly
+    small = ["SOLVER.EPOCHS", "1", "EXT.TRAIN_SUBSET", "40", "EXT.PROGRESS", "False", "EXT.TEACHER_MIN_ACC", "0"]
     for cfg in ("configs/cifar10/vanilla/resnet20.yaml", "configs/cifar10/dhkd/res20_res8.yaml"):
         r = subprocess.run([sys.executable, str(ROOT / "tools/train.py"), "--cfg", str(ROOT / cfg), *small], cwd=tmp_path,
                            env=env, capture_output=True, text=True, timeout=600)

@@ -57,7 +57,7 @@ class LogitMSE(Distiller):
 ROOT = Path(__file__).resolve().parents[1]
 THIS = str(Path(__file__).resolve())
 SMALL = ["SOLVER.EPOCHS", "1", "SOLVER.BATCH_SIZE", "16", "DATASET.NUM_WORKERS", "0", "EXT.DATA_ROOT", "data",
-         "EXT.DATA_CACHE", "data", "EXT.CKPT_ROOT", "ckpts", "EXT.DOWNLOAD", "False", "EXT.PROGRESS", "False",
+         "EXT.DATA_CACHE", "data", "EXT.CKPT_ROOT", "ckpts", "EXT.DOWNLOAD", "False", "EXT.PROGRESS", "False", "EXT.TEACHER_MIN_ACC", "0",
          "LOG.PREFIX", "out"]
 
 

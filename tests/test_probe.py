@@ -80,7 +80,7 @@ def test_probe_does_not_change_training(tmp_path):
     torch.save({"model": host.cifar_model_dict["resnet20"][0](num_classes=10).state_dict()}, tmp_path / "t.pth")
     cfg = yaml.safe_load((ROOT / "configs/cifar10/dhkd/res20_res8.yaml").read_text())
     cfg.update({"DATASET": {"TYPE": "cifar10", "NUM_WORKERS": 0, "TEST": {"BATCH_SIZE": 32}}, "LOG": {"PREFIX": "out"},
-                "EXT": {"DATA_ROOT": "data", "DATA_CACHE": "data", "PROGRESS": False, "DOWNLOAD": False,
+                "EXT": {"DATA_ROOT": "data", "DATA_CACHE": "data", "PROGRESS": False, "DOWNLOAD": False, "TEACHER_MIN_ACC": 0.0,
                         "TEACHER_CKPT": "t.pth"}})
     cfg["SOLVER"].update({"EPOCHS": 2, "BATCH_SIZE": 16})
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
@@ -133,7 +133,7 @@ def test_a_vanilla_run_with_the_probe_on_trains_and_writes_no_probe_file(tmp_pat
     write_cifar10_jpeg_tar(tmp_path / "data" / "cifar10-jpeg.tar.gz", n_train=4, n_test=2)
     cfg = yaml.safe_load((ROOT / "configs/cifar10/vanilla/resnet20.yaml").read_text())
     cfg.update({"DATASET": {"TYPE": "cifar10", "NUM_WORKERS": 0, "TEST": {"BATCH_SIZE": 32}}, "LOG": {"PREFIX": "out"},
-                "EXT": {"DATA_ROOT": "data", "DATA_CACHE": "data", "PROGRESS": False, "DOWNLOAD": False,
+                "EXT": {"DATA_ROOT": "data", "DATA_CACHE": "data", "PROGRESS": False, "DOWNLOAD": False, "TEACHER_MIN_ACC": 0.0,
                         "GRAD_PROBE_EVERY": 1, "EXPORT_TEACHER": False}})
     cfg["DISTILLER"]["STUDENT"] = "resnet8"
     cfg["SOLVER"].update({"EPOCHS": 1, "BATCH_SIZE": 16})

@@ -75,6 +75,23 @@ def test_checksum_detects_one_word_and_a_wrong_place():
     assert (tc.checksum(values, rows, views + 1) != base).all()
 
 
+def test_only_training_views_are_stored_and_older_stores_still_open(tmp_path):
+    """Nothing reads a teacher's test-split logits: a new store holds the training views only; a store made
+    when the test split was kept too (its files beside) opens under the same id, its training entries intact."""
+    made = tc.LogitStore.open(str(tmp_path), key(), {"train": 10, "test": 2})
+    assert sorted(os.listdir(made.path)) == ["lock", "record.json", "train.check", "train.logits"]
+    assert tc.LogitStore.disk_bytes(key(), {"train": 10, "test": 2}) == 10 * tc.VIEWS * (10 * 4 + 4)
+    rows, views = torch.tensor([1, 4]), torch.tensor([0, 161])
+    values = torch.randn(2, 10)
+    made.store(rows, views, values)
+    for name, size in (("test.logits", 2 * 10 * 4), ("test.check", 2 * 4)):  # an older layout's extra files
+        with open(os.path.join(made.path, name), "wb") as f:
+            f.truncate(size)
+    again = tc.LogitStore.open(str(tmp_path), key(), {"train": 10, "test": 2})
+    got, hit = again.lookup(rows, views)
+    assert again.path == made.path and hit.all() and torch.equal(got, values)
+
+
 def test_cached_logits_equal_the_live_teacher_on_every_corner_and_random_views(tmp_path):
     net = teacher()
     x = images()
@@ -98,7 +115,7 @@ def test_cached_logits_equal_the_live_teacher_on_every_corner_and_random_views(t
         torch.testing.assert_close(first, expect, atol=1e-5, rtol=0)
         torch.testing.assert_close(again, expect, atol=1e-5, rtol=0)
     assert cached.misses == 24 and cached.hits == 24
-    values, hit = store.lookup("train", loader.origin[idx], views)
+    values, hit = store.lookup(loader.origin[idx], views)
     assert hit.all()
     torch.testing.assert_close(values, live(net, loader, idx, views), atol=1e-5, rtol=0)
 
@@ -107,15 +124,15 @@ def test_only_fully_written_entries_count(tmp_path):
     store = tc.LogitStore.open(str(tmp_path), key(), {"train": 10, "test": 2})
     rows, views = torch.tensor([1, 2, 3]), torch.tensor([0, 5, 161])
     # values written but the process died before their checksums: still empty
-    store.logits["train"][rows, views] = torch.randn(3, 10)
-    assert not store.lookup("train", rows, views)[1].any()
+    store.logits[rows, views] = torch.randn(3, 10)
+    assert not store.lookup(rows, views)[1].any()
     good = torch.randn(3, 10)
-    store.store("train", rows, views, good)
-    values, hit = store.lookup("train", rows, views)
+    store.store(rows, views, good)
+    values, hit = store.lookup(rows, views)
     assert hit.all() and torch.equal(values, good)
     # a torn or altered entry (values changed after its checksum) is rejected, counted, and recomputed
-    store.logits["train"][2, 5, 3] += 1.0
-    _, hit = store.lookup("train", rows, views)
+    store.logits[2, 5, 3] += 1.0
+    _, hit = store.lookup(rows, views)
     assert hit.tolist() == [True, False, True] and store.rejected == 1
 
 
@@ -147,19 +164,19 @@ FILLER = textwrap.dedent("""
     for step in range(int(sys.argv[2])):
         rows = torch.randint(0, 400, (64,), generator=g)
         views = torch.randint(0, 162, (64,), generator=g)
-        values, hit = store.lookup("train", rows, views)
+        values, hit = store.lookup(rows, views)
         miss = (~hit).nonzero().squeeze(1)
         # the "teacher": a deterministic function of (row, view), so every writer writes the same value
         truth = (rows[miss, None] * 1000 + views[miss, None] * 10 + torch.arange(10)).float()
-        store.store("train", rows[miss], views[miss], truth)
+        store.store(rows[miss], views[miss], truth)
 """)
 
 
 def _check_all_valid(path: str) -> int:
     store = tc.LogitStore.open(path, key(), {"train": 400, "test": 2})
-    filled = (store.check["train"] != 0).nonzero()
+    filled = (store.check != 0).nonzero()
     rows, views = filled[:, 0], filled[:, 1]
-    values, hit = store.lookup("train", rows, views)
+    values, hit = store.lookup(rows, views)
     assert hit.all(), f"{int((~hit).sum())} entries fail their checksum"
     expect = (rows[:, None] * 1000 + views[:, None] * 10 + torch.arange(10)).float()
     assert torch.equal(values, expect)
@@ -203,7 +220,7 @@ def work(tmp_path_factory):
     cfg["SOLVER"].update({"EPOCHS": 1, "BATCH_SIZE": 16})
     cfg["DATASET"] = {"TYPE": "cifar10", "NUM_WORKERS": 0, "TEST": {"BATCH_SIZE": 32}}
     cfg["LOG"] = {"PREFIX": "out"}
-    cfg["EXT"] = {"DATA_ROOT": "data", "DATA_CACHE": "data", "PROGRESS": False, "DOWNLOAD": False,
+    cfg["EXT"] = {"DATA_ROOT": "data", "DATA_CACHE": "data", "PROGRESS": False, "DOWNLOAD": False, "TEACHER_MIN_ACC": 0.0,
                   "TEACHER_CKPT": "teacher.pth", "DETERMINISTIC": True, "THREADS": 1}
     (w / "kd.yaml").write_text(yaml.safe_dump(cfg))
     return w
@@ -281,7 +298,7 @@ def test_an_up_front_build_fills_every_view_and_a_new_seed_then_hits_every_time(
     tool = [sys.executable, str(ROOT / "tools" / "teacher_cache.py"), "--cfg", "kd.yaml"]
     r = subprocess.run(tool + ["--build", "--batch", "256"], cwd=work, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
-    assert "100.0% of the train views and 100.0% of the test split filled" in r.stdout
+    assert "100.0% of the training views filled" in r.stdout
     (cache,) = (work / "data" / "teacher_logits").iterdir()
     record = json.loads((cache / "record.json").read_text())
     net = teacher(5)
@@ -292,7 +309,7 @@ def test_an_up_front_build_fills_every_view_and_a_new_seed_then_hits_every_time(
     loader = DeviceCifarLoader(x, y, 16, MEAN, STD, torch.device("cpu"), True)
     g = torch.Generator().manual_seed(4)
     rows, views = torch.randint(0, len(y), (32,), generator=g), torch.randint(0, 162, (32,), generator=g)
-    values, hit = store.lookup("train", rows, views)
+    values, hit = store.lookup(rows, views)
     assert hit.all()
     torch.testing.assert_close(values, live(net, loader, rows, views), atol=1e-5, rtol=0)
     _, run_dir, _ = _train(work, "built", "EXT.SEED", "9", "EXT.TEACHER_CACHE", "on")

@@ -44,15 +44,14 @@ def run(argv: Optional[List[str]] = None) -> str:
     if store is None:
         raise UserError(note)
     if args.build:
-        total = (len(loaders.train.labels) * teacher_cache.VIEWS + len(loaders.test.labels))
+        total = len(loaders.train.labels) * teacher_cache.VIEWS
         cached = teacher_cache.CachedTeacher(distiller.teacher.to(device).eval(), store, amp)
         with tqdm(total=total, desc="teacher logits", unit="view", dynamic_ncols=True) as bar:
-            teacher_cache.build(cached, loaders.train, loaders.test, args.batch, bar.update)
+            teacher_cache.build(cached, loaders.train, args.batch, bar.update)
         cached.finish()
     record = store.read_record(store.path)
     fill = record.get("fill", {})
-    return (f"{store.path}: {100 * store.filled():.1f}% of the train views and {100 * store.filled('test'):.1f}% of the "
-            f"test split filled; {fill.get('entries', 0):,} entries written by {fill.get('runs', 0)} runs or builds in "
+    return (f"{store.path}: {100 * store.filled():.1f}% of the training views filled; {fill.get('entries', 0):,} entries written by {fill.get('runs', 0)} runs or builds in "
             f"{fill.get('teacher_cpu_s', 0.0) / 60:.1f} CPU-minutes of teacher time (teacher {teacher['path']}, "
             f"precision {record['key']['precision']})")
 

@@ -11,10 +11,10 @@ a run's teacher work is at most the live teacher's (the first run pays the looku
 more) and every later run pays less. An up-front build (``tools/teacher_cache.py --build``, with a
 progress bar) is there for those who want every view ready, e.g. before a sweep.
 
-Layout: ``<dir>/<id>/`` with ``record.json`` (the key, shapes, fill cost), ``train.logits`` (float32,
-[full train split, 162, classes], a sparse memory-mapped file), ``train.check`` (int32 [images,
-162]: a checksum of each entry, 0 = empty), ``test.logits`` / ``test.check`` ([test split,
-classes] / [test split]) and ``lock``. An entry counts only when its checksum matches its values,
+Layout: ``<dir>/<id>/`` with ``record.json`` (the key, the split sizes, fill cost), ``train.logits``
+(float32, [full train split, 162, classes], a sparse memory-mapped file), ``train.check`` (int32
+[images, 162]: a checksum of each entry, 0 = empty) and ``lock``. Only training views are kept:
+evaluation runs the student alone, and nothing reads a teacher's test-split logits. An entry counts only when its checksum matches its values,
 its image and its view: an entry a killed process left half-written, a torn read while another
 process writes, or an altered file is never used (it is computed again). Writers take an
 exclusive lock; readers need none. The id is a hash of the key: the teacher file's sha256, the
@@ -83,23 +83,20 @@ class LogitStore:
         self.path, self.key, self.sizes = path, key, sizes
         self.id = os.path.basename(path)
         c = int(key["num_classes"])
-        self.shapes = {"train": (sizes["train"], VIEWS, c), "test": (sizes["test"], c)}
-        self.logits: Dict[str, torch.Tensor] = {}
-        self.check: Dict[str, torch.Tensor] = {}
-        for split, shape in self.shapes.items():
-            self.logits[split] = self._map(f"{split}.logits", np.float32, shape)
-            self.check[split] = self._map(f"{split}.check", np.int32, shape[:-1])
+        self.shape = (sizes["train"], VIEWS, c)
+        self.logits = self._map("train.logits", np.float32, self.shape)
+        self.check = self._map("train.check", np.int32, self.shape[:-1])
         self.written = 0
         self.rejected = 0  # entries whose checksum did not match (half-written, torn or altered): computed again
         self.mirror: Optional[Dict[str, torch.Tensor]] = None  # the train entries in device memory (mirror_to)
 
     def train_bytes(self) -> int:
-        return self.logits["train"].numel() * 4 + self.check["train"].numel() * 4
+        return self.logits.numel() * 4 + self.check.numel() * 4
 
     def mirror_to(self, device: torch.device) -> None:
         """Keep a copy of the train entries on ``device``: lookups gather there, writes go to both. Entries
         another process writes later are not seen (they are computed again and rewritten, equal)."""
-        self.mirror = {"logits": self.logits["train"].to(device), "check": self.check["train"].to(device)}
+        self.mirror = {"logits": self.logits.to(device), "check": self.check.to(device)}
 
     def _map(self, name: str, dtype, shape) -> torch.Tensor:
         file = os.path.join(self.path, name)
@@ -136,7 +133,7 @@ class LogitStore:
     @staticmethod
     def disk_bytes(key: Dict[str, object], sizes: Dict[str, int]) -> int:
         c = int(key["num_classes"])
-        return sizes["train"] * VIEWS * (c * 4 + 4) + sizes["test"] * (c * 4 + 4)
+        return sizes["train"] * VIEWS * (c * 4 + 4)
 
     @classmethod
     def _create(cls, root: str, path: str, key: Dict[str, object], sizes: Dict[str, int]) -> None:
@@ -144,8 +141,7 @@ class LogitStore:
         tmp = f"{path}.tmp.{os.getpid()}"
         os.makedirs(tmp, exist_ok=True)
         c = int(key["num_classes"])
-        for name, n in (("train.logits", sizes["train"] * VIEWS * c * 4), ("train.check", sizes["train"] * VIEWS * 4),
-                        ("test.logits", sizes["test"] * c * 4), ("test.check", sizes["test"] * 4)):
+        for name, n in (("train.logits", sizes["train"] * VIEWS * c * 4), ("train.check", sizes["train"] * VIEWS * 4)):
             with open(os.path.join(tmp, name), "wb") as f:
                 f.truncate(n)  # sparse: disk is used as entries are written
         open(os.path.join(tmp, "lock"), "w").close()
@@ -169,48 +165,42 @@ class LogitStore:
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
-    def _index(self, split: str, rows: torch.Tensor, views: Optional[torch.Tensor]):
-        return (rows,) if split == "test" else (rows, views)
-
-    def lookup(self, split: str, rows: torch.Tensor, views: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(logits (B, C), hit (B,)) for full-split ``rows`` (and ``views`` for train); a miss's row is garbage.
+    def lookup(self, rows: torch.Tensor, views: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(logits (B, C), hit (B,)) for full-split ``rows`` seen in ``views``; a miss's row is garbage.
         On the mirror's device where there is one (then ``rows`` and ``views`` may live there too)."""
-        if split == "train" and self.mirror is not None:
+        if self.mirror is not None:
             device = self.mirror["logits"].device
             rows, views = rows.to(device), views.to(device)
             stored, values = self.mirror["check"][rows, views], self.mirror["logits"][rows, views]
         else:
-            rows, views = rows.cpu(), views.cpu() if views is not None else None
-            idx = self._index(split, rows, views)
-            stored = self.check[split][idx]
-            values = self.logits[split][idx]
+            rows, views = rows.cpu(), views.cpu()
+            stored, values = self.check[rows, views], self.logits[rows, views]
         hit = stored != 0
         if bool(hit.any()):
-            ok = checksum(values, rows, views if views is not None else torch.zeros_like(rows)) == stored
+            ok = checksum(values, rows, views) == stored
             self.rejected += int((hit & ~ok).sum())
             hit &= ok
         return values, hit
 
-    def store(self, split: str, rows: torch.Tensor, views: Optional[torch.Tensor], values: torch.Tensor) -> None:
+    def store(self, rows: torch.Tensor, views: torch.Tensor, values: torch.Tensor) -> None:
         """Write entries: values first, then their checksums, under the lock (a half-written entry never counts)."""
         if rows.numel() == 0:
             return
         values = values.detach().float().cpu().contiguous()
-        rows, views = rows.cpu(), views.cpu() if views is not None else None
-        idx = self._index(split, rows, views)
-        sums = checksum(values, rows, views if views is not None else torch.zeros_like(rows))
+        rows, views = rows.cpu(), views.cpu()
+        sums = checksum(values, rows, views)
         with self.locked():
-            self.logits[split][idx] = values
-            self.check[split][idx] = sums
-        if split == "train" and self.mirror is not None:
+            self.logits[rows, views] = values
+            self.check[rows, views] = sums
+        if self.mirror is not None:
             device = self.mirror["logits"].device
             self.mirror["logits"][rows.to(device), views.to(device)] = values.to(device)
             self.mirror["check"][rows.to(device), views.to(device)] = sums.to(device)
         self.written += int(rows.numel())
 
-    def filled(self, split: str = "train") -> float:
+    def filled(self) -> float:
         """Fraction of the entries that hold a value (checksums are verified only on lookup)."""
-        return float((self.check[split] != 0).float().mean())
+        return float((self.check != 0).float().mean())
 
     def add_fill_cost(self, entries: int, cpu_s: float, wall_s: float) -> None:
         """Add a run's fill to record.json (only when it wrote something: a fully cached run changes nothing)."""
@@ -241,9 +231,9 @@ class CachedTeacher:
         with torch.inference_mode(), torch.autocast(images.device.type, dtype=self.amp, enabled=self.amp is not None):
             return self.teacher(images)[0].float()
 
-    def logits(self, images: torch.Tensor, rows: torch.Tensor, views: Optional[torch.Tensor], split: str = "train") -> torch.Tensor:
-        """Logits (B, C) on the images' device for full-split ``rows`` seen in ``views`` (None: the test split)."""
-        values, hit = self.store.lookup(split, rows, views)
+    def logits(self, images: torch.Tensor, rows: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
+        """Logits (B, C) on the images' device for full-split ``rows`` seen in ``views``."""
+        values, hit = self.store.lookup(rows, views)
         miss = (~hit).nonzero().squeeze(1)
         n_miss = int(miss.numel())  # one synchronisation a step on a GPU: the miss count decides the work
         self.hits += int(hit.numel()) - n_miss
@@ -253,7 +243,7 @@ class CachedTeacher:
             wall, cpu = time.perf_counter(), time.process_time()
             computed = self._forward(images[miss.to(images.device)])
             miss_cpu = miss.cpu()
-            self.store.store(split, rows.cpu()[miss_cpu], views.cpu()[miss_cpu] if views is not None else None, computed)
+            self.store.store(rows.cpu()[miss_cpu], views.cpu()[miss_cpu], computed)
             self.wall_s += time.perf_counter() - wall
             self.cpu_s += time.process_time() - cpu
             out[miss.to(images.device)] = computed.to(out.dtype)
@@ -292,10 +282,9 @@ class CachedTeacher:
         self.cpu_s = self.wall_s = 0.0
 
 
-def build(cached: CachedTeacher, train, test, batch: int = 512, progress: Optional[Callable[[int], None]] = None) -> None:
-    """Fill every entry still missing: each of the 162 views of every training image, and the test split
-    (unaugmented). ``train``/``test`` are DeviceCifarLoaders of the full splits (their images and
-    normalisation). Resumable and safe to kill: filled entries are skipped, and an entry counts only
+def build(cached: CachedTeacher, train, batch: int = 512, progress: Optional[Callable[[int], None]] = None) -> None:
+    """Fill every entry still missing: each of the 162 views of every training image. ``train`` is a
+    DeviceCifarLoader of the full training split (its images and normalisation). Resumable and safe to kill: filled entries are skipped, and an entry counts only
     once fully written."""
     n = len(train.labels)
     for view in range(VIEWS):
@@ -307,11 +296,6 @@ def build(cached: CachedTeacher, train, test, batch: int = 512, progress: Option
             cached.logits(train.normalize(crops), rows, torch.full_like(rows, view))
             if progress is not None:
                 progress(len(rows))
-    for start in range(0, len(test.labels), batch):
-        rows = torch.arange(start, min(len(test.labels), start + batch))
-        cached.logits(test.normalize(test.images[rows.to(test.device)]), rows, None, split="test")
-        if progress is not None:
-            progress(len(rows))
 
 
 def place(store: LogitStore, device: torch.device, share: float = 0.5) -> str:
