@@ -15,7 +15,7 @@ from mdistiller_ext.errors import UserError
 
 def _ext() -> CN:
     n = CN()
-    n.ENGINE = "auto"          # auto | host | ext: who trains (auto: mdistiller's trainers if present and on CUDA)
+    n.ENGINE = "auto"          # auto | host | ext: who trains (auto: this engine, for every method it runs)
     n.DEVICE = "auto"          # auto | cpu | cuda | cuda:N
     n.SEED = 0
     n.DETERMINISTIC = False

@@ -190,3 +190,51 @@ def test_ctrl_c_while_checkpoints_are_written_lands_after_them():
             written.append("checkpoint")
         time.sleep(1.0)  # ... and is delivered once the block is done
     assert written == ["checkpoint"]
+
+
+@pytest.mark.parametrize("pad", range(0, 40, 3))
+def test_resume_finds_a_long_named_run_wherever_its_name_was_cut(tmp_path, pad):
+    """A run name over 200 bytes keeps its head and a digest of the whole name, which covers the overrides
+    that only extend a run (SOLVER.EPOCHS): --resume without a directory finds the run by its saved config,
+    whatever part of which KEY:VALUE the cut fell in (the padding moves the cut across the keys)."""
+    from mdistiller_ext.cli.train_args import parse_args
+    from mdistiller_ext.config import write_config
+    from mdistiller_ext.runs.directory import resolve_run
+    from mdistiller_ext.runs.naming import experiment_name, load_config
+
+    cfg_file = str(ROOT / "configs/cifar10/kd/res20_res8.yaml")
+    teacher = "/a/teacher/path/" + "t" * (60 + pad) + ".pth"
+    opts = ["EXT.TRAIN_SUBSET", "256", "EXT.TEACHER_CKPT", teacher, "LOG.PREFIX", str(tmp_path / "out"),
+            "EXT.DATA_ROOT", "/some/data/root", "EXT.DATA_CACHE", "/some/cache", "EXT.PROGRESS", "False"]
+    first = load_config(cfg_file, opts + ["SOLVER.EPOCHS", "1"])
+    name = experiment_name(first, opts + ["SOLVER.EPOCHS", "1"])
+    assert "...#" in name
+    run = tmp_path / "out" / name
+    run.mkdir(parents=True)
+    write_config(str(run), first)
+    (run / "latest").write_bytes(b"")
+    # a run of another config under the same tag is not taken for it
+    other = load_config(cfg_file, opts + ["SOLVER.EPOCHS", "1", "EXT.TRAIN_SUBSET", "128"])
+    other_dir = tmp_path / "out" / experiment_name(other, opts + ["SOLVER.EPOCHS", "1", "EXT.TRAIN_SUBSET", "128"])
+    other_dir.mkdir()
+    write_config(str(other_dir), other)
+    (other_dir / "latest").write_bytes(b"")
+    cfg, found = resolve_run(parse_args(["--cfg", cfg_file, *opts, "SOLVER.EPOCHS", "2", "--resume"]))
+    assert found == name and cfg.SOLVER.EPOCHS == 2
+
+
+def test_a_key_added_after_a_run_started_counts_at_its_default():
+    """A run started before a key existed (its saved config lacks it) resumes: the key counts at its default;
+    a value other than the default is still a difference."""
+    from yacs.config import CfgNode
+
+    from mdistiller_ext.runs.naming import load_config
+    from mdistiller_ext.runs.pooling import config_differences
+
+    current = load_config(str(ROOT / "configs/cifar10/kd/res20_res8.yaml"), [])
+    older = CfgNode.load_cfg(current.dump())
+    older.defrost()
+    del older.EXT["TEACHER_MIN_ACC"]
+    assert config_differences(older, current) == []
+    changed = load_config(str(ROOT / "configs/cifar10/kd/res20_res8.yaml"), ["EXT.TEACHER_MIN_ACC", "50.0"])
+    assert config_differences(older, changed) == ["EXT.TEACHER_MIN_ACC: -1.0 -> 50.0"]

@@ -182,3 +182,21 @@ def test_the_passive_wait_policy_keeps_the_numbers_and_one_thread_does_not():
     default = weights()
     assert weights(OMP_WAIT_POLICY="PASSIVE") == default
     assert weights(OMP_NUM_THREADS="1") != default
+
+
+def test_precision_names_tf32_on_cuda_fp32(monkeypatch):
+    """fp32 on a CUDA device where torch allows TF32 is another arithmetic (the teacher-logit cache's key
+    carries it); the CPU's fp32 and autocast precisions are named as they are."""
+    import torch
+
+    from mdistiller_ext.engine.runtime import Runtime
+
+    def rt(device, amp=None):
+        return Runtime("ext", "test", torch.device(device), amp, False, True, False)
+
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    assert rt("cuda").precision() == "fp32 (TF32 allowed)"
+    assert rt("cpu").precision() == "fp32" and rt("cuda", torch.bfloat16).precision() == "bf16"
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    assert rt("cuda").precision() == "fp32"

@@ -64,9 +64,18 @@ class Runtime:
         return self.route == "host"
 
     def precision(self) -> str:
+        """The arithmetic of training: fp32, bf16 or fp16 (autocast); on CUDA, fp32 with TF32 where torch
+        allows it (cuDNN's convolutions do by default: a 10-bit mantissa on Ampere and newer), since that
+        changes a network's outputs far beyond rounding (the teacher-logit cache is keyed on this)."""
+        import torch
+
         from mdistiller_ext.runs.provenance import precision_name
 
-        return precision_name(self.amp)
+        name = precision_name(self.amp)
+        if self.amp is None and self.device.type == "cuda" and (
+                torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32):
+            name += " (TF32 allowed)"
+        return name
 
     def line(self) -> str:
         """The run's first line: what every ``auto`` became."""

@@ -9,8 +9,7 @@ from typing import List, Tuple
 from yacs.config import CfgNode
 
 from mdistiller_ext.errors import UserError
-from mdistiller_ext.runs.naming import KEY, experiment_name, load_config
-from mdistiller_ext.runs.pooling import RESUME_NEUTRAL_KEYS
+from mdistiller_ext.runs.naming import experiment_name, load_config
 
 def check_run_dir(log_path: str, overwrite: bool) -> None:
     """A fresh run: refuse to mix with an existing run unless --overwrite; check the folder can be written
@@ -61,19 +60,28 @@ def resolve_run(args: argparse.Namespace) -> Tuple[CfgNode, str]:
     name = experiment_name(cfg, args.opts)
     if not args.resume or os.path.isdir(os.path.join(cfg.LOG.PREFIX, name)):
         return cfg, name
-    # the run may have been named with other values of keys that only extend it (SOLVER.EPOCHS, paths, ...)
-    def essential(run_name: str) -> List[str]:
-        return [part for part in run_name.split(",")
-                if not (":" in part and KEY.match(part.split(":", 1)[0]) and part.split(":", 1)[0] in RESUME_NEUTRAL_KEYS)]
+    # the run may have been named with other values of keys that only extend it (SOLVER.EPOCHS, paths, ...),
+    # and a long name is cut wherever its bytes run out: the run is found by what it computes, its saved
+    # config.yaml against this config less the resume-neutral keys, among the runs under this tag
+    from mdistiller_ext.runs.naming import MAX_NAME_BYTES
+    from mdistiller_ext.runs.pooling import config_differences
 
+    tag = (cfg.EXPERIMENT.NAME or cfg.EXPERIMENT.TAG).encode()[:MAX_NAME_BYTES - 16].decode(errors="ignore")
     project = os.path.join(cfg.LOG.PREFIX, cfg.EXPERIMENT.PROJECT)
     siblings = sorted(os.listdir(project)) if os.path.isdir(project) else []
-    matches = [d for d in siblings if essential(d) == essential(os.path.basename(name))
-               and os.path.isfile(os.path.join(project, d, "latest"))]
+    matches = []
+    for d in siblings:
+        saved = os.path.join(project, d, "config.yaml")
+        under_tag = d == tag or d.startswith(tag + ",") or ("...#" in d and d.startswith(tag))
+        if not (under_tag and os.path.isfile(os.path.join(project, d, "latest")) and os.path.isfile(saved)):
+            continue
+        with open(saved) as f:
+            if not config_differences(CfgNode.load_cfg(f.read()), cfg):
+                matches.append(d)
     if len(matches) == 1:
         print(f"note: resuming {matches[0]}: the run keeps its directory name, whose overrides name how it started "
               f"(its config.yaml and runtime.json record the rest)", file=sys.stderr)
         return cfg, os.path.join(cfg.EXPERIMENT.PROJECT, matches[0])
-    found = f"; candidates: {', '.join(matches)}" if matches else ""
+    found = f"; candidates (the same config): {', '.join(matches)}" if matches else ""
     raise UserError(f"--resume: no run directory {os.path.join(cfg.LOG.PREFIX, name)}{found}; start without --resume, "
                     "or name the run: --resume RUN_DIR")

@@ -25,7 +25,14 @@ RESUME_NEUTRAL_KEYS = NUMBER_NEUTRAL_KEYS + ("SOLVER.EPOCHS", "EXT.DEVICE", "EXT
 
 
 def config_differences(saved: CfgNode, current: CfgNode) -> List[str]:
+    """The keys, beyond the resume-neutral ones, whose values differ. A key the saved config lacks (it was
+    added to the project after that run started) counts at its default, which keeps the behaviour of before;
+    ``current`` is a full config, so its defaults are those of ``registration.base_cfg()``."""
+    from mdistiller_ext.host import registration
+
+    defaults = flat_config(registration.base_cfg())
     a, b = flat_config(saved), flat_config(current)
+    a = {**{k: v for k, v in defaults.items() if k in b}, **a}
     keys = sorted((set(a) | set(b)) - set(RESUME_NEUTRAL_KEYS))
     return [f"{k}: {a.get(k, '<absent>')} -> {b.get(k, '<absent>')}" for k in keys if a.get(k) != b.get(k)]
 
