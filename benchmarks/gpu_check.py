@@ -131,7 +131,7 @@ def main() -> int:
             "SOLVER": {"EPOCHS": 1, "BATCH_SIZE": 32, "LR": 0.05, "LR_DECAY_STAGES": [5], "TRAINER": "base"},
             "LOG": {"PREFIX": "out"},
             "EXT": {"DATA_ROOT": "data", "DATA_CACHE": "data", "CKPT_ROOT": "ckpts", "PROGRESS": False,
-                    "DOWNLOAD": False}}
+                    "DOWNLOAD": False, "TEACHER_MIN_ACC": 0.0}}  # a 2-epoch toy teacher: the checks are about paths
     import yaml
 
     def config(name: str, src: str, **patch) -> str:
@@ -244,6 +244,26 @@ def main() -> int:
 
     c.record("torchrun x2 + alignment + SyncBN + resume", distributed)
 
+    def bn_agreement():
+        if args.device == "cuda" and torch.cuda.device_count() < 2:
+            return "needs two GPUs (NCCL: one process per GPU)"
+        for trainer in ("base", "align"):
+            tag = f"bn_{trainer}"
+            ok(c.train(tag, dhkd, "SOLVER.TRAINER", trainer, "SOLVER.EPOCHS", "2", torchrun=2))
+            run = c.run_dir("cifar10_dhkd", tag)
+            log = finished(run)["log"]
+            r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "eval.py"), "-c", os.path.join(run, "student_best"),
+                                "--device", args.device], cwd=work, capture_output=True, text=True, timeout=300)
+            ok(r)
+            best = log.epochs[log.best_epoch]["test_acc"]
+            assert f"head main: top-1 {best:.2f}" in r.stdout, f"{trainer}: worklog {best:.2f}; eval: {r.stdout.strip().splitlines()[-1]}"
+
+    c.record("torchrun x2: the ranks' BatchNorm buffers agree (eval.py on student_best = the logged best, base and align)",
+             bn_agreement)
+    c.record("two ranks draw different crops and flips; one process draws as before", lambda: rank_views(dev))
+    c.record("AEKT's serialization layer keeps a small delta under bf16 autocast", lambda: serial_bf16(dev))
+    c.record("AEKT's batch-mean ratio: 2 processes give one process's gradients", lambda: global_batch_mean(args.device))
+
     def host_route():
         if not host.HAS_MDISTILLER:
             return "mdistiller is not importable"
@@ -268,6 +288,100 @@ def main() -> int:
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     return 1 if failed else 0
+
+
+def rank_views(dev) -> None:
+    import torch
+
+    from mdistiller_ext.data.device import DeviceCifarLoader
+
+    images, labels = np.zeros((64, 32, 32, 3), np.uint8), np.arange(64) % 10
+
+    def draws(rank: int, world: int):
+        loader = DeviceCifarLoader(images, labels, 16, (0.5,) * 3, (0.25,) * 3, dev, True, 0, rank, world)
+        return loader.epoch_draws(torch.Generator().manual_seed(11))
+
+    one, r0, r1 = draws(0, 1), draws(0, 2), draws(1, 2)
+    assert not torch.equal(r0[1], r1[1]), "both ranks drew the same crop offsets"
+    assert torch.equal(r0[1], one[1][:32]) and torch.equal(r1[1], one[1][32:]), "the ranks' shares are not the global draw"
+
+
+def serial_bf16(dev) -> None:
+    import torch
+
+    from mdistiller_ext.methods.heads import SerializationLayer
+
+    g = torch.Generator().manual_seed(0)
+    layer = SerializationLayer(100).to(dev)
+    with torch.no_grad():
+        layer.delta.copy_(0.003 * torch.randn(100, 100, generator=g))
+    z = torch.randn(16, 100, generator=g).to(dev)
+    with torch.autocast(dev.type, dtype=torch.bfloat16):
+        out = layer(z)
+    want = z.double() @ (torch.eye(100, device=dev, dtype=torch.float64) + layer.delta.double()).T
+    assert out.dtype == torch.float32, f"the layer ran in {out.dtype}"
+    assert (out.double() - want).abs().max() < 1e-3, "the layer's output is not W z"
+    assert (out - z).abs().max() > 1e-2, "the layer is the identity: delta was rounded away"
+
+
+def _mean_worker(rank: int, world: int, init: str, out: str, device: str) -> None:
+    """One process of global_batch_mean: AEKT's gradients on its half of a fixed batch under DDP."""
+    import torch
+    import torch.distributed as dist
+
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world)
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    d, x, y = _aekt_case(device)
+    model = DDP(d, device_ids=[0] if device == "cuda" else None)
+    half = slice(rank * 8, rank * 8 + 8)
+    logits, losses = model(image=x[half], target=y[half], epoch=30)
+    sum(v.mean() for v in losses.values()).backward()
+    if rank == 0:
+        torch.save([p.grad.cpu() for p in d.get_learnable_parameters()], out)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def _aekt_case(device: str):
+    import torch
+
+    from mdistiller_ext.host import registration
+    from mdistiller_ext.host.standalone.models import cifar_model_dict
+    from mdistiller_ext.methods.aekt import AEKT
+
+    torch.manual_seed(0)
+    cfg = registration.base_cfg()
+    cfg.AEKT.RATIO_NORM = "batch_mean"
+    d = AEKT(cifar_model_dict["resnet8"][0](num_classes=10), cifar_model_dict["resnet8"][0](num_classes=10), cfg)
+    d.teacher.requires_grad_(False)
+    with torch.no_grad():
+        d.teacher.fc.weight.mul_(30.0)  # a confident teacher: the ratio varies across the batch
+    d.train()
+    for m in d.modules():  # per-sample independence: BatchNorm on its running statistics
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.eval()
+    g = torch.Generator().manual_seed(1)
+    dev = torch.device(device, 0) if device == "cuda" else torch.device("cpu")
+    return d.to(dev), torch.randn(16, 3, 32, 32, generator=g).to(dev), torch.randint(0, 10, (16,), generator=g).to(dev)
+
+
+def global_batch_mean(device: str) -> None:
+    import torch
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "grads.pt")
+        mp.spawn(_mean_worker, args=(2, os.path.join(tmp, "init"), out, device), nprocs=2, join=True)
+        multi = torch.load(out, weights_only=True)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    d, x, y = _aekt_case(device)
+    logits, losses = d(image=x, target=y, epoch=30)
+    sum(v.mean() for v in losses.values()).backward()
+    worst = max(float((p.grad.cpu() - q).abs().max() / (q.abs().max() + 1e-12))
+                for p, q in zip(d.get_learnable_parameters(), multi))
+    assert worst < (1e-5 if device == "cpu" else 1e-4), f"gradients differ by {worst:.2e} of their size"
 
 
 def bench(work: str) -> None:
