@@ -128,7 +128,10 @@ def test_host_trainers_train_our_distillers(cpu_cuda, data, tmp_path, method, tr
 def vendored_host(tmp_path: Path) -> Path:
     archive = next((SHARED / "vendor").glob("mdistiller-*.tar.gz"), None)
     if archive is None:
-        pytest.fail(f"no mdistiller archive in {SHARED / 'vendor'}")
+        # the host's own scripts (tools/eval.py) are not in its installed package: they come from the vendored
+        # source archive, which a user who installed mdistiller from GitHub does not have
+        pytest.skip(f"no mdistiller source archive in {SHARED / 'vendor'} (this test runs the host's own tools/eval.py; "
+                    "set MDX_SHARED to a folder holding vendor/mdistiller-*.tar.gz to run it)")
     with tarfile.open(archive) as tar:
         tar.extractall(tmp_path, filter="data")
     return tmp_path / "mdistiller"

@@ -129,6 +129,39 @@ def test_a_busy_machine_is_said_when_torch_would_use_several_threads():
     assert busy_machine_warning(4, cores=16, load=3.0) is None  # plenty of free cores
 
 
+def test_passive_waits_already_set_are_not_recommended_again(monkeypatch):
+    from mdistiller_ext.engine.runtime import busy_machine_warning
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
+    line = busy_machine_warning(2, cores=2, load=2.0)
+    assert line.startswith("note: this machine is busy") and "OMP_WAIT_POLICY=PASSIVE in the environment" not in line
+    assert "EXT.THREADS 1" in line and len(line.splitlines()) == 1
+
+
+def test_the_scripts_set_passive_waits_on_a_busy_machine_only(monkeypatch):
+    """tools/train.py and tools/eval.py call this before torch loads (OpenMP reads the policy then)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("passive_waits", ROOT / "tools" / "passive_waits.py")
+    pw = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pw)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(pw.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(pw.os, "getloadavg", lambda: (0.3, 0.3, 0.3))
+    assert pw.passive_if_busy() is False and "OMP_WAIT_POLICY" not in os.environ  # a quiet machine
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setattr(pw.os, "getloadavg", lambda: (3.0, 3.0, 3.0))
+    assert pw.passive_if_busy() is False  # one thread: nothing waits
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert pw.passive_if_busy() is True and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert pw.passive_if_busy() is False and os.environ["OMP_WAIT_POLICY"] == "ACTIVE"  # the user's choice stands
+    for script in ("train.py", "eval.py"):  # before the package (and torch) is imported
+        text = (ROOT / "tools" / script).read_text()
+        assert text.index("passive_if_busy()") < text.index("from mdistiller_ext")
+
+
 def test_the_recorded_commit_is_the_packages_and_says_dirty_for_a_changed_file(tmp_path):
     import shutil
     import subprocess

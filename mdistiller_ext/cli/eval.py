@@ -133,6 +133,12 @@ def run(argv: Optional[List[str]] = None) -> dict:
     model.to(device)
     print(f"checkpoint: {args.ckpt} ({what})")
     print(f"data: {cfg.DATASET.TYPE} test split, {len(test)} images, from {cfg.EXT.DATA_ROOT} | device: {device}")
+    if device.type == "cpu":
+        from mdistiller_ext.engine.runtime import busy_machine_warning
+
+        warning = busy_machine_warning(torch.get_num_threads())
+        if warning:
+            print(warning, flush=True)
     from tqdm import tqdm
 
     bar = tqdm(total=len(loader), desc="eval", disable=None, leave=False)

@@ -202,6 +202,10 @@ def busy_machine_warning(threads: int, cores: Optional[int] = None, load: Option
             return None
     if load + threads <= cores + 0.5:
         return None
+    if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":  # the threads already sleep while they wait
+        return (f"note: this machine is busy (load {load:.1f} on {cores} cores); torch's {threads} threads sleep while they "
+                "wait (OMP_WAIT_POLICY=PASSIVE, which tools/train.py and tools/eval.py set on a busy machine; the same "
+                "numbers); EXT.THREADS 1 may still be faster beside other busy processes")
     return (f"warning: this machine is busy (load {load:.1f} on {cores} cores) and torch will use {threads} threads, "
             "which then wait on each other; on a shared machine OMP_WAIT_POLICY=PASSIVE in the environment (the same "
             "numbers) or EXT.THREADS 1 is faster")
