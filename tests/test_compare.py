@@ -459,3 +459,28 @@ def test_runs_are_found_below_project_folders_and_an_empty_input_writes_nothing(
     r = subprocess.run([sys.executable, str(ROOT / "tools" / "compare.py"), "--runs", str(tmp_path / "empty"),
                         "--out", str(tmp_path / "report")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "no run directories match" in r.stderr and not (tmp_path / "report").exists()
+
+
+def test_a_run_made_without_typing_the_default_seed_is_that_seeds_planned_run(tmp_path):
+    """The quickstart's student was trained without EXT.SEED (default 0): a sweep planning seed 0 with the
+    same overrides recognises it by its config, not its name, and does not plan it again; seed 1 and another
+    epoch count are other runs."""
+    from mdistiller_ext.cli import sweep
+    from mdistiller_ext.config import write_config
+    from mdistiller_ext.runs.naming import experiment_name, load_config
+    from mdistiller_ext.runs.worklog import best_line, epoch_block
+
+    cfg_file = str(ROOT / "configs/cifar10/dhkd/res20_res8.yaml")
+    typed = ["SOLVER.EPOCHS", "5", "EXT.TRAIN_SUBSET", "10000", "LOG.PREFIX", str(tmp_path / "output")]
+    cfg = load_config(cfg_file, typed)
+    run = tmp_path / "output" / experiment_name(cfg, typed)
+    run.mkdir(parents=True)
+    write_config(str(run), cfg)
+    (run / "worklog.txt").write_text(epoch_block(1, 0.05, {"test_acc": 50.0}) + best_line(50.0))
+    planned = sweep.plan("cifar10", ["dhkd"], ["res20_res8"], [0, 1], typed, configs_root=str(ROOT / "configs"))
+    assert "EXT.SEED" not in os.path.basename(planned[0].run_dir) and planned[0].run_dir == str(run)
+    assert sweep.status(planned[0]) == "finished"
+    assert planned[1].run_dir != str(run) and sweep.status(planned[1]) == "missing"
+    longer = sweep.plan("cifar10", ["dhkd"], ["res20_res8"], [0], ["SOLVER.EPOCHS", "6", *typed[2:]],
+                        configs_root=str(ROOT / "configs"))
+    assert longer[0].run_dir != str(run)

@@ -62,8 +62,7 @@ def plan(dataset: str, methods: Sequence[str], pairs: Sequence[str], seeds: Sequ
             for seed in seeds:
                 opts = ["EXT.SEED", str(seed), *overrides]
                 cfg = load_config(cfg_file, opts)
-                run_dir = os.path.join(cfg.LOG.PREFIX, experiment_name(cfg, opts))
-                specs.append(RunSpec(dataset, method, pair, seed, cfg_file, opts, run_dir))
+                specs.append(RunSpec(dataset, method, pair, seed, cfg_file, opts, planned_dir(cfg, opts)))
     return specs
 
 
@@ -89,9 +88,22 @@ def plan_configs(entries: Sequence[Dict], overrides: Sequence[str] = ()) -> List
         cfg = load_config(cfg_file, opts)
         ds = cfg.DATASET.TYPE
         specs.append(RunSpec(ds, cfg.DISTILLER.TYPE.lower(), pair_of(ds, cfg.DISTILLER.TEACHER, cfg.DISTILLER.STUDENT),
-                             seed, cfg_file, opts, os.path.join(cfg.LOG.PREFIX, experiment_name(cfg, opts)),
-                             cfg.EXPERIMENT.NAME or cfg.EXPERIMENT.TAG))
+                             seed, cfg_file, opts, planned_dir(cfg, opts), cfg.EXPERIMENT.NAME or cfg.EXPERIMENT.TAG))
     return specs
+
+
+def planned_dir(cfg, opts: Sequence[str]) -> str:
+    """Where a planned run is: the directory its name gives, or else the one existing run that computes the
+    same thing (its config equal but for keys that change no number), however it was named: a run made
+    without typing the default EXT.SEED is that seed's run."""
+    from mdistiller_ext.runs.directory import runs_of_config
+    from mdistiller_ext.runs.pooling import NUMBER_NEUTRAL_KEYS
+
+    named = os.path.join(cfg.LOG.PREFIX, experiment_name(cfg, list(opts)))
+    if os.path.isdir(named):
+        return named
+    same = runs_of_config(cfg, NUMBER_NEUTRAL_KEYS)
+    return os.path.join(cfg.LOG.PREFIX, cfg.EXPERIMENT.PROJECT, same[0]) if len(same) == 1 else named
 
 
 def teacher_run(spec: RunSpec, planned: Sequence[RunSpec]) -> Optional[RunSpec]:

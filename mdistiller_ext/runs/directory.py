@@ -4,12 +4,13 @@ only once the run is about to train (a run that fails before its first step leav
 import argparse
 import os
 import sys
-from typing import List, Tuple
+from typing import List, Sequence, Tuple
 
 from yacs.config import CfgNode
 
 from mdistiller_ext.errors import UserError
 from mdistiller_ext.runs.naming import experiment_name, load_config
+from mdistiller_ext.runs.pooling import RESUME_NEUTRAL_KEYS
 
 def check_run_dir(log_path: str, overwrite: bool) -> None:
     """A fresh run: refuse to mix with an existing run unless --overwrite; check the folder can be written
@@ -61,23 +62,8 @@ def resolve_run(args: argparse.Namespace) -> Tuple[CfgNode, str]:
     if not args.resume or os.path.isdir(os.path.join(cfg.LOG.PREFIX, name)):
         return cfg, name
     # the run may have been named with other values of keys that only extend it (SOLVER.EPOCHS, paths, ...),
-    # and a long name is cut wherever its bytes run out: the run is found by what it computes, its saved
-    # config.yaml against this config less the resume-neutral keys, among the runs under this tag
-    from mdistiller_ext.runs.naming import MAX_NAME_BYTES
-    from mdistiller_ext.runs.pooling import config_differences
-
-    tag = (cfg.EXPERIMENT.NAME or cfg.EXPERIMENT.TAG).encode()[:MAX_NAME_BYTES - 16].decode(errors="ignore")
-    project = os.path.join(cfg.LOG.PREFIX, cfg.EXPERIMENT.PROJECT)
-    siblings = sorted(os.listdir(project)) if os.path.isdir(project) else []
-    matches = []
-    for d in siblings:
-        saved = os.path.join(project, d, "config.yaml")
-        under_tag = d == tag or d.startswith(tag + ",") or ("...#" in d and d.startswith(tag))
-        if not (under_tag and os.path.isfile(os.path.join(project, d, "latest")) and os.path.isfile(saved)):
-            continue
-        with open(saved) as f:
-            if not config_differences(CfgNode.load_cfg(f.read()), cfg):
-                matches.append(d)
+    # and a long name is cut wherever its bytes run out: the run is found by what it computes
+    matches = runs_of_config(cfg, RESUME_NEUTRAL_KEYS, with_checkpoint=True)
     if len(matches) == 1:
         print(f"note: resuming {matches[0]}: the run keeps its directory name, whose overrides name how it started "
               f"(its config.yaml and runtime.json record the rest)", file=sys.stderr)
@@ -85,3 +71,27 @@ def resolve_run(args: argparse.Namespace) -> Tuple[CfgNode, str]:
     found = f"; candidates (the same config): {', '.join(matches)}" if matches else ""
     raise UserError(f"--resume: no run directory {os.path.join(cfg.LOG.PREFIX, name)}{found}; start without --resume, "
                     "or name the run: --resume RUN_DIR")
+
+
+def runs_of_config(cfg: CfgNode, neutral: Sequence[str], with_checkpoint: bool = False) -> List[str]:
+    """The run directories under cfg's LOG.PREFIX/EXPERIMENT.PROJECT and tag whose saved config.yaml equals
+    ``cfg`` but for the ``neutral`` keys: a run recognised by what it computes, however it was named (with
+    or without the default EXT.SEED typed, with a name cut short). ``with_checkpoint``: only those that can
+    be resumed."""
+    from mdistiller_ext.runs.naming import MAX_NAME_BYTES
+    from mdistiller_ext.runs.pooling import config_differences
+
+    tag = (cfg.EXPERIMENT.NAME or cfg.EXPERIMENT.TAG).encode()[:MAX_NAME_BYTES - 16].decode(errors="ignore")
+    project = os.path.join(cfg.LOG.PREFIX, cfg.EXPERIMENT.PROJECT)
+    found = []
+    for d in sorted(os.listdir(project)) if os.path.isdir(project) else []:
+        saved = os.path.join(project, d, "config.yaml")
+        under_tag = d == tag or d.startswith(tag + ",") or ("...#" in d and d.startswith(tag))
+        if not under_tag or not os.path.isfile(saved):
+            continue
+        if with_checkpoint and not os.path.isfile(os.path.join(project, d, "latest")):
+            continue
+        with open(saved) as f:
+            if not config_differences(CfgNode.load_cfg(f.read()), cfg, neutral):
+                found.append(d)
+    return found

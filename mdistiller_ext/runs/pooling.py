@@ -1,7 +1,7 @@
 """Which runs are the same experiment. The comparison pools runs whose configs differ only in ``EXT.SEED``
 and keys that change no number, and whose runtime records agree on every field that can change one;
 a resume accepts a checkpoint whose config differs only in such keys (and in those that extend a run)."""
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from yacs.config import CfgNode
 
@@ -24,16 +24,17 @@ POOL_FIELDS = ("route", "device", "amp", "channels_last", "data_path", "zoo", "t
 RESUME_NEUTRAL_KEYS = NUMBER_NEUTRAL_KEYS + ("SOLVER.EPOCHS", "EXT.DEVICE", "EXT.ENGINE")
 
 
-def config_differences(saved: CfgNode, current: CfgNode) -> List[str]:
-    """The keys, beyond the resume-neutral ones, whose values differ. A key the saved config lacks (it was
-    added to the project after that run started) counts at its default, which keeps the behaviour of before;
-    ``current`` is a full config, so its defaults are those of ``registration.base_cfg()``."""
+def config_differences(saved: CfgNode, current: CfgNode, neutral: Sequence[str] = RESUME_NEUTRAL_KEYS) -> List[str]:
+    """The keys, beyond the ``neutral`` ones (by default those a resume may change), whose values differ. A
+    key the saved config lacks (it was added to the project after that run started) counts at its default,
+    which keeps the behaviour of before; ``current`` is a full config, so its defaults are
+    ``registration.base_cfg()``'s."""
     from mdistiller_ext.host import registration
 
     defaults = flat_config(registration.base_cfg())
     a, b = flat_config(saved), flat_config(current)
     a = {**{k: v for k, v in defaults.items() if k in b}, **a}
-    keys = sorted((set(a) | set(b)) - set(RESUME_NEUTRAL_KEYS))
+    keys = sorted((set(a) | set(b)) - set(neutral))
     return [f"{k}: {a.get(k, '<absent>')} -> {b.get(k, '<absent>')}" for k in keys if a.get(k) != b.get(k)]
 
 
