@@ -163,14 +163,53 @@ def test_integers_are_accepted_for_float_keys_in_files_and_overrides(tmp_path):
 
 
 def test_an_unknown_key_is_matched_in_its_own_node_first():
-    from mdistiller_ext.cli.train_args import unread_overrides
+    from mdistiller_ext.cli.train_args import unread_keys
     from mdistiller_ext.runs.naming import load_config
 
     cfg_file = str(ROOT / "configs" / "cifar10" / "dhkd" / "res20_res8.yaml")
     with pytest.raises(UserError, match=r"unknown config key DHKD.TEMPERATUR; did you mean DHKD.T\? \(DHKD has .*T\b"):
         load_config(cfg_file, ["DHKD.TEMPERATUR", "4"])
     cfg = load_config(cfg_file, ["KD.TEMPERATURE", "4", "DHKD.T", "3", "SOLVER.EPOCHS", "2"])
-    assert unread_overrides(cfg, ["KD.TEMPERATURE", "4", "DHKD.T", "3", "SOLVER.EPOCHS", "2"]) == ["KD.TEMPERATURE"]
+    assert unread_keys(cfg, ["KD.TEMPERATURE", "4", "DHKD.T", "3", "SOLVER.EPOCHS", "2"]) == ["KD.TEMPERATURE"]
+
+
+def test_another_methods_node_in_the_config_file_is_said_by_training_and_by_check(tmp_path):
+    """A DHKD config that also sets KD.TEMPERATURE (never read): one warning line, in a run and in --check;
+    another method's node at its default values (a full dump of a config) says nothing."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from mdistiller_ext.cli.train_args import unread_keys
+    from mdistiller_ext.runs.naming import load_config
+
+    cfg = yaml.safe_load((ROOT / "configs/cifar10/dhkd/res20_res8.yaml").read_text())
+    cfg["KD"] = {"TEMPERATURE": 8}
+    cfg["DKD"] = {"BETA": 8.0}  # the default: nothing set
+    path = tmp_path / "dhkd_with_kd.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert unread_keys(load_config(str(path), []), [], str(path)) == ["KD.TEMPERATURE"]
+    r = subprocess.run([sys.executable, str(ROOT / "tools/train.py"), "--cfg", str(path), "--check"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("warning: KD.TEMPERATURE is set, but DISTILLER.TYPE DHKD does not read the KD node") == 1
+
+
+@pytest.mark.parametrize("config", ["cifar10/kd/res56_res20", "cifar100/dhkd/res56_res20", "cifar100/dkd/res110_res32"])
+def test_check_with_a_random_teacher_prints_losses_of_a_sensible_size(tmp_path, config):
+    """The stand-in teacher's BatchNorm statistics come from a batch: its logits are a trained network's size
+    (the check printed loss_kd 507221.5 before), and the line says what such losses mean."""
+    import re
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, str(ROOT / "tools/train.py"), "--cfg", str(ROOT / "configs" / f"{config}.yaml"),
+                        "--check", "EXT.CKPT_ROOT", str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    line = r.stdout.strip().splitlines()[-1]
+    kd = float(re.search(r"loss_kd ([\d.]+)", line).group(1))
+    assert 0 < kd < 100 and "random stand-in teacher" in line, line
 
 
 @pytest.mark.parametrize("config", ["cifar100/dhkd/res32x4_res8x4", "cifar100/aekt/res56_res20", "imagenet/r34_r18/dhkd",

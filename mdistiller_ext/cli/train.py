@@ -12,7 +12,7 @@ import sys
 from typing import List, Optional
 
 from mdistiller_ext import registry
-from mdistiller_ext.cli.train_args import parse_args, unread_overrides
+from mdistiller_ext.cli.train_args import parse_args, unread_keys, unread_warning
 from mdistiller_ext.errors import UserError
 from mdistiller_ext.runs.directory import check_run_dir, resolve_run, start_run_dir
 
@@ -30,9 +30,8 @@ def run(argv: Optional[List[str]] = None) -> Optional[float]:
 
         return check(args)
     cfg, name = resolve_run(args)
-    for key in unread_overrides(cfg, args.opts):
-        print(f"warning: {key} is set, but DISTILLER.TYPE {cfg.DISTILLER.TYPE} does not read the {key.split('.')[0]} "
-              "node", file=sys.stderr)
+    for key in unread_keys(cfg, args.opts, args.cfg):
+        print(unread_warning(cfg, key), file=sys.stderr)
     if cfg.EXT.DETERMINISTIC:  # cuBLAS reads it when CUDA starts: before anything touches CUDA
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     if cfg.EXT.THREADS > 0:

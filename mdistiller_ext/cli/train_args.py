@@ -1,6 +1,7 @@
 """The training command line before anything is built: plug-ins first (they add config keys), ``--resume
 [RUN_DIR]``, the flags and the ``KEY VALUE`` overrides, and the overrides that the chosen method never reads."""
 import argparse
+import os
 import sys
 from typing import List, Optional, Tuple
 
@@ -92,7 +93,26 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     return args
 
 
-def unread_overrides(cfg: CfgNode, opts: List[str]) -> List[str]:
-    """Overridden keys of another method's node (KD.TEMPERATURE in a DHKD run): accepted, never read."""
-    return [k for k in opts[::2] if "." in k and k.split(".")[0] != cfg.DISTILLER.TYPE
-            and registry.find(k.split(".")[0]) is not None]
+def unread_keys(cfg: CfgNode, opts: List[str], config_file: str = "") -> List[str]:
+    """Keys of another method's node that this run sets (KD.TEMPERATURE in a DHKD run), by an override or in
+    its config file to a value other than the default: accepted, never read."""
+    import yaml
+
+    from mdistiller_ext.config import flat_config
+    from mdistiller_ext.host import registration
+
+    def elsewhere(key: str) -> bool:
+        top = key.split(".")[0]
+        return "." in key and top != cfg.DISTILLER.TYPE and registry.find(top) is not None
+
+    keys = [k for k in opts[::2] if elsewhere(k)]
+    if config_file and os.path.isfile(config_file):
+        with open(config_file) as f:
+            written = flat_config(CfgNode(yaml.safe_load(f) or {}))
+        defaults = flat_config(registration.base_cfg())
+        keys += [k for k, v in written.items() if elsewhere(k) and k not in keys and v != defaults.get(k)]
+    return keys
+
+
+def unread_warning(cfg: CfgNode, key: str) -> str:
+    return f"warning: {key} is set, but DISTILLER.TYPE {cfg.DISTILLER.TYPE} does not read the {key.split('.')[0]} node"
