@@ -174,7 +174,7 @@ def merge_overrides(cfg: CN, opts: List[str]) -> None:
     """Merge ``KEY VALUE`` pairs from the command line into ``cfg``."""
     if len(opts) % 2:
         raise UserError(f"overrides must come in KEY VALUE pairs; got {len(opts)} words: {' '.join(opts)}")
-    _assign(cfg, {k: _literal(v) for k, v in zip(opts[::2], opts[1::2])}, "override ")
+    _assign(cfg, {k: _literal(v) for k, v in zip(opts[::2], opts[1::2])}, "command-line override: ")
 
 
 def write_config(run_dir: str, cfg: CN) -> None:

@@ -175,10 +175,10 @@ BAD = [
     # a missing teacher is said before the data is looked for (or downloaded)
     (["EXT.DATA_ROOT", "nowhere", "EXT.CKPT_ROOT", "empty"], "no cifar10 teacher checkpoint for resnet8"),
     (["EXT.TEACHER_CKPT", "missing.pth"], "EXT.TEACHER_CKPT missing.pth does not exist"),
-    (["DHKD.NOPE", "1"], "override unknown config key DHKD.NOPE"),
-    (["DHKD.TT", "3"], "override unknown config key DHKD.TT; did you mean DHKD.T?"),
-    (["SOLVER.LR", "fast"], "override SOLVER.LR = 'fast' has the wrong type: expected a number"),
-    (["SOLVER.EPOCHS", "2.5"], "override SOLVER.EPOCHS = 2.5 has the wrong type: expected an integer"),
+    (["DHKD.NOPE", "1"], "command-line override: unknown config key DHKD.NOPE"),
+    (["DHKD.TT", "3"], "command-line override: unknown config key DHKD.TT; did you mean DHKD.T?"),
+    (["SOLVER.LR", "fast"], "command-line override: SOLVER.LR = 'fast' has the wrong type: expected a number"),
+    (["SOLVER.EPOCHS", "2.5"], "command-line override: SOLVER.EPOCHS = 2.5 has the wrong type: expected an integer"),
     (["DHKD.T", "-2.0"], "config DHKD.T = -2.0 is invalid: expected a number > 0"),
     (["DHKD.T", "-1"], "config DHKD.T = -1.0 is invalid: expected a number > 0"),  # an integer for a float key
     (["SOLVER.EPOCHS"], "KEY VALUE pairs"),

@@ -84,7 +84,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                         "data, teacher file or output; exit 0, or one line saying what is wrong")
     # take_plugins has consumed these already (a plug-in's keys must exist before parsing); listed for --help
     p.add_argument("--plugin", action="append", metavar="FILE_OR_MODULE",
-                   help="load a method module from outside the package (see the README's 'Adding a method'); repeatable")
+                   help="load a method module from outside the package (see docs/adding-a-method.md); repeatable")
     p.add_argument("opts", nargs="*", metavar="KEY VALUE", help="overrides, e.g. SOLVER.EPOCHS 10")
     args = p.parse_intermixed_args(argv)
     args.run_dir = run_dir

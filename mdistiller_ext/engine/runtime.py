@@ -139,7 +139,7 @@ def _route(cfg: CfgNode, machine: Machine, device: "torch.device", world_size: i
     if wanted is False:
         return "ext", "EXT.ENGINE ext"
     if wanted is None and not only_host:
-        return "ext", "EXT.ENGINE auto: this engine runs every method but those only mdistiller's trainers run"
+        return "ext", "EXT.ENGINE auto: this engine, for every method it trains"
     missing = [what for what, ok in (("mdistiller is not installed", machine.has_mdistiller),
                                      ("no CUDA device", device.type == "cuda")) if not ok]
     asked = "EXT.ENGINE host" if wanted else f"DISTILLER.TYPE {cfg.DISTILLER.TYPE}"

@@ -1,5 +1,5 @@
 """AEKT, Adaptive Explicit Knowledge Transfer (this project's reconstruction of a paper without public
-code; the README's AEKT section says what is reconstructed): a confidence-weighted explicit term plus
+code; docs/methods/aekt.md says what is reconstructed): a confidence-weighted explicit term plus
 DKD's implicit term, and an optional C x C task-serialization layer between the classification and
 the distillation logits."""
 from typing import Callable, Dict, List, Tuple

@@ -1,5 +1,5 @@
 """DHKD, Dual-Head Knowledge Distillation: CE on the student's own head, BinaryKL-Norm on an auxiliary
-head beside it (the README's DHKD section); its config node, rules, recipe and ablations."""
+head beside it (docs/methods/dhkd.md); its config node, rules, recipe and ablations."""
 from typing import Dict, List
 
 import torch

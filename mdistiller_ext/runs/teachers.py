@@ -11,9 +11,9 @@ from yacs.config import CfgNode
 from mdistiller_ext.config import EXPORT_EPOCHS
 from mdistiller_ext.errors import UserError
 
-# one folder per dataset under EXT.CKPT_ROOT; cifar100 uses the host's released layout
+# one folder per dataset under EXT.CKPT_ROOT; cifar100 uses the layout of mdistiller's released teachers
 TEACHER_DIRS = {"cifar100": "cifar_teachers", "cifar10": "cifar10_teachers", "imagenet": "imagenet_teachers"}
-RELEASE_HINT = ("get the host's released cifar_teachers.tar (mdistiller's GitHub release assets) and unpack it "
+RELEASE_HINT = ("get mdistiller's released cifar_teachers.tar (an asset of its GitHub releases) and unpack it "
                 "into EXT.CKPT_ROOT")
 
 
@@ -119,5 +119,6 @@ def export_teacher(run_dir: str, cfg: CfgNode) -> str:
               "test_acc": log.epochs[epoch].get("test_acc"), "epochs_trained": log.last_epoch}
     with open(record_path(dest), "w") as f:
         json.dump(record, f, indent=1)
-    print(f"teacher exported to {dest} ({which} epoch {epoch}, test top-1 {record['test_acc']:.2f})")
+    print(f"teacher exported to {dest}: the weights of epoch {epoch} ({which}; test top-1 {record['test_acc']:.2f}), under "
+          f"the name mdistiller looks for after a {cfg.SOLVER.EPOCHS}-epoch run; {record_path(dest)} says which epoch")
     return dest
