@@ -484,3 +484,33 @@ def test_a_run_made_without_typing_the_default_seed_is_that_seeds_planned_run(tm
     longer = sweep.plan("cifar10", ["dhkd"], ["res20_res8"], [0], ["SOLVER.EPOCHS", "6", *typed[2:]],
                         configs_root=str(ROOT / "configs"))
     assert longer[0].run_dir != str(run)
+
+
+def test_the_table_says_what_runs_changed_from_the_shipped_config_and_plots_say_what_one_seed_is(tmp_path, monkeypatch):
+    """The quickstart's shortened run shows SOLVER.EPOCHS=5, EXT.TRAIN_SUBSET=10000 in its row; the shipped
+    recipe shows '-'; one seed per line is said in the curves' title; bars.png draws the teacher the runs
+    recorded (its accuracy from runtime.json)."""
+    teacher = {"path": "t.pth", "sha256": "ab" * 32, "test_acc": 54.06}
+    short = write_run_from_config(tmp_path, "short", "configs/cifar10/dhkd/res20_res8.yaml", 53.0,
+                                  ["SOLVER.EPOCHS", "5", "EXT.TRAIN_SUBSET", "10000"], dict(RUNTIME, teacher=teacher))
+    shipped = write_run_from_config(tmp_path, "shipped", "configs/cifar10/kd/res20_res8.yaml", 52.0,
+                                    ["SOLVER.EPOCHS", "240"], dict(RUNTIME, teacher=teacher))
+    rows = aggregate.summarize([aggregate.read_run(str(d)) for d in (short, shipped)], reference.load())
+    changes = {r.method: aggregate.recipe_changes(r) for r in rows}
+    assert changes == {"dhkd": "EXT.TRAIN_SUBSET=10000, SOLVER.EPOCHS=5", "kd": "-"}
+    text = aggregate.write_markdown(rows, [], reference.load(), str(tmp_path / "comparison.md"))
+    assert "| beyond the shipped config |" in text and "EXT.TRAIN_SUBSET=10000, SOLVER.EPOCHS=5 |" in text
+    assert [aggregate.teacher_accuracies(r) for r in rows] == [[54.06], [54.06]]
+    titles = []
+    real = aggregate._plot_per_epoch
+    monkeypatch.setattr(aggregate, "_plot_per_epoch", lambda rows, path, series, ylabel, title, **k: titles.append(title) or [])
+    aggregate.plot_curves(rows, lambda d, p: str(tmp_path / "c.png"))
+    assert titles == ["test accuracy (one run per line)"]
+    monkeypatch.setattr(aggregate, "_plot_per_epoch", real)
+    drawn = []
+    import matplotlib.axes
+
+    real_annotate = matplotlib.axes.Axes.annotate
+    monkeypatch.setattr(matplotlib.axes.Axes, "annotate", lambda self, text, *a, **k: drawn.append(text) or real_annotate(self, text, *a, **k))
+    assert aggregate.plot_bars(rows, str(tmp_path / "bars.png"))
+    assert [t for t in drawn if t.startswith("teacher")] == ["teacher 54.1"]  # once: one teacher for the pair

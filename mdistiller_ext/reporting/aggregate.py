@@ -240,6 +240,35 @@ def summarize(results: Sequence[RunResult], refs: ReferenceTable, pool_runtimes:
     return rows
 
 
+def recipe_changes(row: Row) -> str:
+    """What the row's runs set beyond the shipped config of their method and pair (SOLVER.EPOCHS=5, ...): a
+    reader of the table sees a shortened or altered recipe without opening a run; '-' for none, 'n/a' where
+    no shipped config exists (a plug-in without a recipe, a pair outside the tables)."""
+    from mdistiller_ext.generate import method_config, vanilla_config
+    from mdistiller_ext.recipes import PAIR_TABLES
+
+    run = row.runs[0]
+    if run.config is None:
+        return "n/a"
+    method = registry.by_slug(row.method)
+    try:
+        if row.method == "teacher":
+            shipped = vanilla_config(row.dataset, row.pair)
+        elif row.method == "vanilla" and row.pair in PAIR_TABLES.get(row.dataset, {}):
+            shipped = vanilla_config(row.dataset, PAIR_TABLES[row.dataset][row.pair].student)
+        elif method is not None and method.recipe is not None and row.pair in PAIR_TABLES.get(row.dataset, {}):
+            shipped = method_config(row.dataset, row.method, row.pair)
+        else:
+            return "n/a"
+    except (UserError, KeyError):
+        return "n/a"
+    cfg = registration.base_cfg()
+    cfg.merge_from_other_cfg(CfgNode(shipped))
+    base = experiment_config(cfg)
+    changed = [f"{k}={v}" for k, v in sorted(run.config.items()) if base.get(k) != v and not k.startswith("DISTILLER.")]
+    return ", ".join(changed) or "-"
+
+
 def _fmt(stat: Optional[Tuple[float, float]], n: int) -> str:
     # one run has no spread: "± 0.00" would claim one
     if stat is None:
@@ -248,7 +277,7 @@ def _fmt(stat: Optional[Tuple[float, float]], n: int) -> str:
 
 
 HEADER = ["dataset", "pair", "method", "seeds", "best top-1", "last top-1", "best top-5", "last top-5",
-          "published top-1", "source", "delta vs published", "computed by"]
+          "published top-1", "source", "delta vs published", "computed by", "beyond the shipped config"]
 
 
 VAL_HEADER = ["best val top-1", "test top-1 at best val"]
@@ -265,7 +294,7 @@ def table_rows(rows: Sequence[Row]) -> List[List[str]]:
         out.append([r.dataset, r.pair, r.label, str(r.n)] + [_fmt(r.stats.get(m), r.n) for m in METRICS] +
                    ([_fmt(r.stats.get(m), r.n) for m in VAL_METRICS] if val else []) +
                    ["n/a" if r.reference is None else f"{r.reference:.2f}", r.source or "-",
-                    "n/a" if r.delta is None else f"{r.delta:+.2f}", r.runtime])
+                    "n/a" if r.delta is None else f"{r.delta:+.2f}", r.runtime, recipe_changes(r)])
     return out
 
 
@@ -278,9 +307,11 @@ def write_markdown(rows: Sequence[Row], others: Sequence[RunResult], refs: Refer
     lines.append("")
     if teachers:
         lines += ["Teachers (vanilla training of the teacher networks):", "",
-                  "| dataset | network | seeds | best top-1 | last top-1 | computed by |", "|---|---|---|---|---|---|"]
+                  "| dataset | network | seeds | best top-1 | last top-1 | computed by | beyond the shipped config |",
+                  "|---|---|---|---|---|---|---|"]
         lines += [f"| {t.dataset} | {t.pair}{f' [{t.variant}]' if t.variant else ''} | {t.n} | "
-                  f"{_fmt(t.stats.get('best_top1'), t.n)} | {_fmt(t.stats.get('last_top1'), t.n)} | {t.runtime} |" for t in teachers]
+                  f"{_fmt(t.stats.get('best_top1'), t.n)} | {_fmt(t.stats.get('last_top1'), t.n)} | {t.runtime} | "
+                  f"{recipe_changes(t)} |" for t in teachers]
         lines.append("")
     if _has_val(rows):
         lines.append("Best val = the epoch with the best validation top-1 (EXT.VAL_SPLIT, held out of the training set); "
@@ -304,14 +335,15 @@ def write_csv(rows: Sequence[Row], path: str) -> None:
         w = csv.writer(f)
         metrics = METRICS + (VAL_METRICS if _has_val(rows) else ())
         w.writerow(["dataset", "pair", "method", "label", "seeds"] + [f"{m}_{s}" for m in metrics for s in ("mean", "std")] +
-                   ["published_top1", "published_top5", "source", "delta_vs_published", "compared_metric", "computed_by"])
+                   ["published_top1", "published_top5", "source", "delta_vs_published", "compared_metric", "computed_by",
+                    "beyond_shipped_config"])
         for r in rows:
             cells = [r.dataset, r.pair, r.method, r.label, r.n]
             for m in metrics:
                 cells += ([f"{r.stats[m][0]:.4f}", f"{r.stats[m][1]:.4f}" if r.n > 1 else ""] if m in r.stats
                           else ["", ""])
             cells += ["" if r.reference is None else r.reference, "" if r.reference_top5 is None else r.reference_top5,
-                      r.source, "" if r.delta is None else f"{r.delta:.4f}", r.compared_metric, r.runtime]
+                      r.source, "" if r.delta is None else f"{r.delta:.4f}", r.compared_metric, r.runtime, recipe_changes(r)]
             w.writerow(cells)
 
 
@@ -365,9 +397,11 @@ def _plot_per_epoch(rows: Sequence[Row], path_for_pair, series, ylabel: str, tit
 
 
 def plot_curves(rows: Sequence[Row], path_for_pair) -> List[str]:
-    """One PNG per pair: test top-1 per epoch, mean over seeds (band: min to max)."""
+    """One PNG per pair: test top-1 per epoch, mean over seeds (band: min to max where a line has several)."""
+    title = ("test accuracy (one run per line)" if all(r.n == 1 for r in rows)
+             else "test accuracy (mean over seeds; band: min..max over seeds)")
     return _plot_per_epoch(rows, path_for_pair, lambda run: {e: v["test_acc"] for e, v in run.epochs.items()},
-                           "test top-1 (%)", "test accuracy (mean over seeds, band = min..max)")
+                           "test top-1 (%)", title)
 
 
 def bars_title(rows: Sequence[Row]) -> str:
@@ -388,7 +422,7 @@ def plot_bars(rows: Sequence[Row], path: str) -> str:
         return ""
     pairs = sorted({(r.dataset, r.pair) for r in rows})
     methods = sorted({r.label for r in rows})
-    width = 0.8 / max(len(methods), 1)
+    width = min(0.8 / max(len(methods), 1), 0.3)  # one method alone is a bar, not a wall
     # the legend goes below the axes, one row per label: never over a bar, and the axes keep their width
     labels_width = 0.07 * max(len(m) for m in methods) + 0.5
     fig, ax = plt.subplots(figsize=(max(6, 2.2 * len(pairs) + 2, labels_width), 4.5 + 0.25 * len(methods)), dpi=100)
@@ -409,17 +443,32 @@ def plot_bars(rows: Sequence[Row], path: str) -> str:
             if ref is not None:
                 ax.plot([x - width / 2, x + width / 2], [ref, ref], color="black", linewidth=2)
         ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)
+    for i, p in enumerate(pairs):  # the teacher each pair's runs learned from (its accuracy as their runs recorded it)
+        for acc in sorted({a for r in rows if (r.dataset, r.pair) == p for a in teacher_accuracies(r)}):
+            ax.plot([i - 0.45, i + 0.45], [acc, acc], color="grey", linestyle="--", linewidth=1)
+            ax.annotate(f"teacher {acc:.1f}", (i + 0.45, acc), fontsize=7, color="grey", ha="right", va="bottom")
     ax.set_xticks(range(len(pairs)))
     ax.set_xticklabels([f"{d}\n{p}" for d, p in pairs])
     ax.set_ylabel("best-epoch test top-1 (%)")
     ax.set_title(bars_title(rows))
-    ax.set_ylim(0.0, min(100.0, max(r.stats["best_top1"][0] + r.stats["best_top1"][1] for r in rows) + 8))
+    top = max([r.stats["best_top1"][0] + r.stats["best_top1"][1] for r in rows] + [a for r in rows for a in teacher_accuracies(r)])
+    ax.set_ylim(0.0, min(100.0, top + 8))
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=8, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def teacher_accuracies(row: Row) -> List[float]:
+    """The test top-1 of the teacher files a row's runs learned from, as their runtime.json recorded it."""
+    out = []
+    for run in row.runs:
+        teacher = (provenance.read(run.path) or {}).get("teacher")
+        if isinstance(teacher, dict) and isinstance(teacher.get("test_acc"), (int, float)):
+            out.append(float(teacher["test_acc"]))
+    return out
 
 
 def probe_rows(run_dir: str) -> List[Dict[str, str]]:
