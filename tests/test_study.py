@@ -79,15 +79,26 @@ def test_every_planned_study_run_is_committed_and_claims_md_is_what_claims_py_wr
     assert "not run yet" not in page
 
 
-def test_claims_arithmetic(claims):
-    d, se, df = claims.welch([71.0, 72.0, 73.0], [70.0, 70.5, 71.0])
-    # 1.5 is 2.3 standard errors: two would call it; t(0.975, 2.94) rounds down to df 2's 4.303 (p = 0.10)
-    assert claims.verdict(d, se, df, 1) == "cannot be resolved at this size"
-    assert claims.verdict(5.0, 1.0, 4.0, 1) == "supported" and claims.verdict(-5.0, 1.0, 4.0, 1) == "contradicted"
-    assert claims.verdict(-5.0, 1.0, 4.0, -1) == "supported"
-    assert claims.verdict(-2.5, 1.0, 4.0, 1) == "cannot be resolved at this size"  # 2.776 is the bar
-    assert claims.verdict(-5.0, 1.0, 4.0, 0).startswith("contradicted")
-    assert claims.verdict(-2.5, 1.0, 4.0, 0).startswith("not contradicted")
+def test_holm_adjustment_and_the_verdicts_follow_the_adjusted_p():
+    from mdistiller_ext.reporting.claims import Claim, assess
+    from mdistiller_ext.reporting.stats import holm
+
+    # m = 4: sorted 0.01, 0.02, 0.03, 0.2 -> 0.04, 0.06, 0.06 (monotone), 0.2; a missing test stays out of the family
+    assert holm([0.03, 0.01, None, 0.2, 0.02]) == pytest.approx([0.06, 0.04, None, 0.2, 0.06])
+    assert holm([0.5]) == [0.5] and holm([]) == []
+    values = {"a": [71.0, 72.0, 73.0], "b": [70.0, 70.5, 71.0], "far": [80.0, 80.5, 81.0], "one": [70.0]}
+    got = assess(values, [Claim("1", "", "a", "b", 1), Claim("2", "", "far", "b", 1), Claim("3", "", "b", "far", 0),
+                          Claim("4", "", "far", "b", -1), Claim("5", "", "one", "none", 1)])
+    # a vs b: d = 1.5, Welch SE = 0.645, df 2.94: p = 0.10 raw, not resolved even before adjustment
+    assert got[0].p == pytest.approx(0.1045, abs=1e-3) and got[0].verdict == "not resolved"
+    assert got[0].interval[0] < 0 < got[0].interval[1]
+    assert got[1].verdict == "supported" and got[1].p <= got[1].p_holm <= 4 * got[1].p  # four tests in the family
+    assert got[2].verdict == "contradicted (it hurts)" and got[3].verdict == "contradicted"
+    assert got[4].missing == "not run yet" and got[4].verdict == "-"
+    # diagnostics are a family of their own: adding one does not weaken the claims
+    alone = assess(values, [Claim("2", "", "far", "b", 1)])[0].p_holm
+    beside = assess(values, [Claim("2", "", "far", "b", 1), Claim("d", "", "a", "b", 1, "diagnostics")])[0].p_holm
+    assert alone == beside
 
 
 def test_probe_summary_counts_conflicting_measurements(tmp_path, claims):

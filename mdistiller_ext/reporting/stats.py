@@ -2,7 +2,7 @@
 parity benchmark use (Welch's t-test with exact Student's t quantiles for fractional degrees of
 freedom). Pure Python, no scipy, so a report is the same on every machine (tested against scipy)."""
 import math
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 
 def mean_std(values: Sequence[float]) -> Tuple[float, float]:
@@ -93,3 +93,17 @@ def welch(a: Sequence[float], b: Sequence[float]) -> Optional[Tuple[float, float
     if va + vb == 0:
         return ma - mb, 0.0, float(len(a) + len(b) - 2)
     return ma - mb, math.sqrt(va + vb), (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+
+
+def holm(pvalues: Sequence[Optional[float]]) -> List[Optional[float]]:
+    """Holm's step-down adjustment of a family's p-values (None: a comparison without a test, left out of
+    the family): the i-th smallest of m becomes max over j <= i of min(1, (m - j + 1) p_(j)), so that
+    rejecting where the adjusted p < alpha holds the family-wise error rate at alpha."""
+    tested = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
+    m = len(tested)
+    out: List[Optional[float]] = [None] * len(pvalues)
+    running = 0.0
+    for rank, (p, i) in enumerate(tested):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = running
+    return out

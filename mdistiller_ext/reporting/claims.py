@@ -1,0 +1,116 @@
+"""A study's written-down claims, assessed from its runs (the studies' claims.py scripts use this).
+
+Each claim compares two arms on the best-epoch test top-1 (what the host and the papers report: the
+epoch is chosen on the test set) and on the last-epoch one (chosen by nothing): Welch's t-test, the
+difference of the means with its 95% interval, the raw two-sided p-value and Holm's adjustment within
+its family (a page's paper claims are one family, its diagnostics another; each epoch choice apart),
+and a verdict that follows the adjusted p-value: "supported" or "contradicted" only below 5%.
+"""
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+from mdistiller_ext.reporting.stats import holm, mean_std, t_critical, two_sided_p, welch
+
+ALPHA = 0.05
+
+
+@dataclass(frozen=True)
+class Claim:
+    label: str      # "1a", "3b", ...
+    text: str       # what is claimed
+    a: str          # the arms compared, as the page names them
+    b: str
+    direction: int  # 1: a > b; -1: a < b; 0: a does not fall below b (no harm)
+    family: str = "claims"  # Holm adjusts within a family: the paper's claims, or a page's diagnostics
+
+
+@dataclass
+class Assessed:
+    claim: Claim
+    d: Optional[float] = None     # mean(a) - mean(b)
+    se: Optional[float] = None
+    df: Optional[float] = None
+    p: Optional[float] = None      # raw, two-sided
+    p_holm: Optional[float] = None
+    missing: str = ""              # why there is no test ("not run yet", "one run each")
+
+    @property
+    def interval(self) -> Optional[tuple]:
+        if self.se is None:
+            return None
+        half = t_critical(self.df) * self.se if self.se > 0 else 0.0
+        return self.d - half, self.d + half
+
+    @property
+    def verdict(self) -> str:
+        if self.p_holm is None:
+            return "not resolved" if self.missing != "not run yet" else "-"
+        significant = self.p_holm < ALPHA
+        if self.claim.direction == 0:
+            return "contradicted (it hurts)" if significant and self.d < 0 else "not contradicted"
+        if not significant:
+            return "not resolved"
+        return "supported" if self.claim.direction * self.d > 0 else "contradicted"
+
+
+def assess(values: Dict[str, List[float]], claims: Sequence[Claim]) -> List[Assessed]:
+    """Every claim on ``values`` (arm -> one number per run), Holm-adjusted within its family over the claims
+    that have a test."""
+    out = []
+    for c in claims:
+        if c.a not in values or c.b not in values:
+            out.append(Assessed(c, missing="not run yet"))
+            continue
+        cmp = welch(values[c.a], values[c.b])
+        if cmp is None:
+            out.append(Assessed(c, d=mean_std(values[c.a])[0] - mean_std(values[c.b])[0], missing="one run each"))
+            continue
+        d, se, df = cmp
+        out.append(Assessed(c, d, se, df, two_sided_p(d, se, df)))
+    for family in dict.fromkeys(c.family for c in claims):
+        members = [a for a in out if a.claim.family == family]
+        for a, adjusted in zip(members, holm([a.p for a in members])):
+            a.p_holm = adjusted
+    return out
+
+
+def p_text(p: Optional[float]) -> str:
+    if p is None:
+        return "-"
+    return f"{p:.3f}" if p >= 0.001 else "< 0.001"
+
+
+def _cell(a: Assessed) -> str:
+    if a.missing == "not run yet":
+        return "not run yet | - | - | -"
+    if a.se is None:
+        return f"{a.d:+.2f} (one run each: no spread) | - | - | not resolved"
+    lo, hi = a.interval
+    return f"{a.d:+.2f} [{lo:+.2f}, {hi:+.2f}] | {p_text(a.p)} | {p_text(a.p_holm)} | {a.verdict}"
+
+
+def claims_table(best: Dict[str, List[float]], last: Dict[str, List[float]], claims: Sequence[Claim]) -> List[str]:
+    """The claims' markdown table: each comparison on the best and on the last epoch."""
+    lines = ["| claim | comparison | best epoch: difference [95% CI] | p | p (Holm) | verdict | "
+             "last epoch: difference [95% CI] | p | p (Holm) | verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for b, l in zip(assess(best, claims), assess(last, claims)):
+        c = b.claim
+        lines.append(f"| ({c.label}) {c.text} | {c.a} vs {c.b} | {_cell(b)} | {_cell(l)} |")
+    return lines
+
+
+def fmt(xs: Sequence[float]) -> str:
+    if not xs:
+        return "-"
+    m, s = mean_std(xs)
+    return f"{m:.2f} ± {s:.2f} (n={len(xs)})" if len(xs) > 1 else f"{m:.2f} (n=1)"
+
+
+def arms_table(best: Dict[str, List[float]], last: Dict[str, List[float]]) -> List[str]:
+    """Each arm's best-epoch and last-epoch top-1 (mean ± sample std over its runs), and how much choosing the
+    epoch on the test set moved it (mean of best minus last, per run)."""
+    lines = ["| arm | best-epoch top-1 | last-epoch top-1 | best minus last |", "|---|---|---|---|"]
+    for arm in sorted(best):
+        gap = [b - l for b, l in zip(best[arm], last[arm])]
+        lines.append(f"| {arm} | {fmt(best[arm])} | {fmt(last[arm])} | {sum(gap) / len(gap):+.2f} |")
+    return lines
