@@ -153,3 +153,52 @@ def test_run_table_sums_cost_segments_and_names_missing_epochs(tmp_path, claims)
     lines = claims.run_lines(runs)
     assert "| part | None | 61.00 (2) | 60.50 | 0.5 (2 of 3 epochs not recorded) |" in lines[-2]
     assert lines[-1] == "| whole | None | 61.00 (2) | 60.50 | 2.9 | 3.1 | 1 | aaaaaaa, bbbbbbb |"
+
+
+STUDY100 = ROOT / "docs" / "cifar100_study"
+
+
+def _study100(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"study100_{name}", STUDY100 / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cifar100_study_configs_are_what_make_configs_writes_and_change_only_documented_keys():
+    make = _study100("make_configs")
+    common = COMMON | {"EXT.GRAD_PROBE_EVERY", "EXT.TEACHER_CKPT"}
+    allowed = {"vanilla_resnet8": COMMON | {"DISTILLER.STUDENT", "EXT.EXPORT_TEACHER", "EXT.GRAD_PROBE_EVERY"},
+               "kd": common, "dhkd": common, "dkd": common | {"DKD.WARMUP"}, "aekt": common | {"AEKT.WARMUP"},
+               "dhkd_one_head_bkl": common | {"DHKD.HEAD", "DHKD.LOSS"},
+               "dhkd_one_head_bkl_norm": common | {"DHKD.HEAD", "DHKD.LOSS"},
+               "dhkd_align": common | {"SOLVER.TRAINER"}, "reviewkd": common | {"REVIEWKD.WARMUP_EPOCHS"}}
+    assert set(make.CONFIGS) == set(allowed)
+    for name, (shipped, _, _) in make.CONFIGS.items():
+        path = STUDY100 / "configs" / f"{name}.yaml"
+        assert path.read_text() == make.render(name), f"{name}: run docs/cifar100_study/make_configs.py"
+        ours = flat_config(load_config(str(path), []))
+        base = flat_config(load_config(str(ROOT / "configs" / "cifar100" / f"{shipped}.yaml"), []))
+        changed = {k for k in ours if ours[k] != base[k]}
+        assert changed <= allowed[name], (name, changed - allowed[name])
+        assert ours["SOLVER.EPOCHS"] == 15 and ours["SOLVER.LR_DECAY_STAGES"] == [9, 11, 13]
+        assert ours["SOLVER.LR"] == 0.05 and ours["SOLVER.BATCH_SIZE"] == 64 and ours["DATASET.TYPE"] == "cifar100"
+        assert ours["DISTILLER.STUDENT"] == "resnet8"
+        if name != "vanilla_resnet8":
+            assert ours["EXT.TEACHER_CKPT"] == "../shared/teachers/cifar100/resnet20.pth"
+    assert flat_config(load_config(str(STUDY100 / "configs/dkd.yaml"), []))["DKD.BETA"] == 2.0
+
+
+def test_cifar100_study_sweep_plans_seed_by_seed_and_its_claims_page_is_what_the_script_writes():
+    spec = yaml.safe_load((STUDY100 / "sweep.yaml").read_text())
+    runs = sweep.plan_configs(spec["runs"])
+    assert len(runs) == 5 * 5 + 4 * 3
+    assert [r.seed for r in runs[:9]] == [0] * 9 and [r.seed for r in runs[-10:]] == [3] * 5 + [4] * 5
+    assert all(r.run_dir.startswith("docs/cifar100_study/runs/") for r in runs)
+    claims = _study100("claims")
+    assert claims.report() == (STUDY100 / "claims.md").read_text()
+    # every claim names arms the sweep runs
+    arms = set(claims.ARMS.values())
+    assert all(c.a in arms and c.b in arms for c in claims.CLAIMS)

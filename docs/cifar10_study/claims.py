@@ -17,8 +17,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
 from mdistiller_ext.reporting import aggregate  # noqa: E402
-from mdistiller_ext.runs import provenance
-from mdistiller_ext.reporting.claims import Claim, arms_table, claims_table  # noqa: E402
+from mdistiller_ext.reporting.claims import (Claim, arms_table, claims_table, probe_lines, run_lines,  # noqa: E402
+                                             study_runs)
 
 RUNS = os.path.join(HERE, "runs")
 # the first round's DKD and AEKT runs, which had no warm-up: evidence of what that did, never pooled with RUNS
@@ -35,67 +35,7 @@ NO_WARMUP_LABEL = " (no warm-up)"
 
 
 def finished_runs() -> Dict[str, List[aggregate.RunResult]]:
-    out: Dict[str, List[aggregate.RunResult]] = {}
-    for folder, suffix in ((RUNS, ""), (NO_WARMUP, NO_WARMUP_LABEL)):
-        for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
-            r = aggregate.read_run(os.path.join(folder, name))
-            if r.status == "finished" and r.tag in ARMS:
-                out.setdefault(ARMS[r.tag] + suffix, []).append(r)
-    return out
-
-
-def run_lines(runs: Dict[str, List[aggregate.RunResult]]) -> List[str]:
-    """Every finished run: its seed, best and last top-1, what it cost and which code made it."""
-    lines = ["", "Every finished run (CPU minutes: process CPU time over all epochs, from its runtime.json; commit: "
-             "the code that ran it, and the code of any resumption):", "",
-             "| arm | seed | best top-1 (epoch) | last top-1 | CPU minutes | wall minutes | threads | commit |",
-             "|---|---|---|---|---|---|---|---|"]
-    for arm, rs in sorted(runs.items()):
-        for r in sorted(rs, key=lambda r: r.seed if r.seed is not None else -1):
-            data = provenance.read(r.path) or {}
-            cost = provenance.cost_of(data)
-            n = len(r.epochs)
-            if cost is None:
-                cpu = wall = "not recorded"
-            else:
-                missing = n - len(cost["epochs"] & set(r.epochs))
-                note = f" ({missing} of {n} epochs not recorded)" if missing else ""
-                cpu, wall = f"{cost['cpu_s'] / 60:.1f}{note}", f"{cost['wall_s'] / 60:.1f}{note}"
-            commits = [data.get("mdistiller_ext_commit")] + [x.get("mdistiller_ext_commit") for x in data.get("resumed", [])]
-            lines.append(f"| {arm} | {r.seed} | {r.best_top1:.2f} ({r.best_epoch}) | {r.last_top1:.2f} | {cpu} | {wall} | "
-                         f"{data.get('cpu_threads', '?')} | {', '.join(dict.fromkeys(str(c)[:7] for c in commits))} |")
-    return lines
-
-
-def probe_lines(runs: Dict[str, List[aggregate.RunResult]]) -> List[str]:
-    """How often the probe saw the task and distillation gradients conflict (cosine < 0), per arm, all seeds
-    together: the per-epoch plot shows means, which can hide rare conflicting steps."""
-    lines = ["", "Gradient-conflict probe (every 100th step, student's shared layers; all finished seeds of an arm "
-             "together):", "", "| arm | measurements | mean cos, epoch 1 | mean cos, last epoch | cos < 0 | min cos |",
-             "|---|---|---|---|---|---|"]
-    for arm, rs in sorted(runs.items()):
-        per_epoch: Dict[int, List[float]] = {}
-        for r in rs:
-            for e, v in aggregate.probe_epochs(r.path).items():
-                per_epoch.setdefault(e, []).extend(v)
-        if not per_epoch:
-            continue
-        every = [c for v in per_epoch.values() for c in v]
-        first, last = per_epoch[min(per_epoch)], per_epoch[max(per_epoch)]
-        conflicts = sum(c < 0 for c in every)
-        lines.append(f"| {arm} | {len(every)} | {sum(first) / len(first):.2f} | {sum(last) / len(last):.2f} | "
-                     f"{conflicts} ({100 * conflicts / len(every):.1f}%) | "
-                     f"{min(every):.2f} |")
-    # across arms, a measurement of one model state counts once: runs that share a seed, a student and a
-    # teacher measure the same state at their first step (DHKD and DHKD + alignment, seed 0), and such a
-    # measurement repeats to the last digit, which no two different states do
-    distinct = {(r.seed, row["epoch"], row["step"], row["cos"]) for rs in runs.values() for r in rs
-                for row in aggregate.probe_rows(r.path) if float(row["cos"]) == float(row["cos"])}
-    if distinct:
-        negative = sum(float(c) < 0 for *_, c in distinct)
-        lines += ["", f"All arms together: {len(distinct)} distinct measurements (a state measured by two runs "
-                      f"counts once), {negative} with cos < 0."]
-    return lines
+    return study_runs([(RUNS, ""), (NO_WARMUP, NO_WARMUP_LABEL)], ARMS)
 
 
 CLAIMS = [

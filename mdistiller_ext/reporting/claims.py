@@ -6,10 +6,13 @@ difference of the means with its 95% interval, the raw two-sided p-value and Hol
 its family (a page's paper claims are one family, its diagnostics another; each epoch choice apart),
 and a verdict that follows the adjusted p-value: "supported" or "contradicted" only below 5%.
 """
+import os
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
+from mdistiller_ext.reporting import aggregate
 from mdistiller_ext.reporting.stats import holm, mean_std, t_critical, two_sided_p, welch
+from mdistiller_ext.runs import provenance
 
 ALPHA = 0.05
 
@@ -113,4 +116,70 @@ def arms_table(best: Dict[str, List[float]], last: Dict[str, List[float]]) -> Li
     for arm in sorted(best):
         gap = [b - l for b, l in zip(best[arm], last[arm])]
         lines.append(f"| {arm} | {fmt(best[arm])} | {fmt(last[arm])} | {sum(gap) / len(gap):+.2f} |")
+    return lines
+
+
+def study_runs(folders: Sequence[Tuple[str, str]], arms: Dict[str, str]) -> Dict[str, List[aggregate.RunResult]]:
+    """A study's finished runs by arm: ``folders`` are (folder, label suffix) pairs (a suffix keeps a round of
+    runs apart from another, e.g. " (no warm-up)"), ``arms`` maps a config TAG to the arm's name."""
+    out: Dict[str, List[aggregate.RunResult]] = {}
+    for folder, suffix in folders:
+        for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+            r = aggregate.read_run(os.path.join(folder, name))
+            if r.status == "finished" and r.tag in arms:
+                out.setdefault(arms[r.tag] + suffix, []).append(r)
+    return out
+
+
+def run_lines(runs: Dict[str, List[aggregate.RunResult]]) -> List[str]:
+    """Every finished run: its seed, best and last top-1, what it cost and which code made it."""
+    lines = ["", "Every finished run (CPU minutes: process CPU time over all epochs, from its runtime.json; commit: "
+             "the code that ran it, and the code of any resumption):", "",
+             "| arm | seed | best top-1 (epoch) | last top-1 | CPU minutes | wall minutes | threads | commit |",
+             "|---|---|---|---|---|---|---|---|"]
+    for arm, rs in sorted(runs.items()):
+        for r in sorted(rs, key=lambda r: r.seed if r.seed is not None else -1):
+            data = provenance.read(r.path) or {}
+            cost = provenance.cost_of(data)
+            n = len(r.epochs)
+            if cost is None:
+                cpu = wall = "not recorded"
+            else:
+                missing = n - len(cost["epochs"] & set(r.epochs))
+                note = f" ({missing} of {n} epochs not recorded)" if missing else ""
+                cpu, wall = f"{cost['cpu_s'] / 60:.1f}{note}", f"{cost['wall_s'] / 60:.1f}{note}"
+            commits = [data.get("mdistiller_ext_commit")] + [x.get("mdistiller_ext_commit") for x in data.get("resumed", [])]
+            lines.append(f"| {arm} | {r.seed} | {r.best_top1:.2f} ({r.best_epoch}) | {r.last_top1:.2f} | {cpu} | {wall} | "
+                         f"{data.get('cpu_threads', '?')} | {', '.join(dict.fromkeys(str(c)[:7] for c in commits))} |")
+    return lines
+
+
+def probe_lines(runs: Dict[str, List[aggregate.RunResult]]) -> List[str]:
+    """How often the probe saw the task and distillation gradients conflict (cosine < 0), per arm, all seeds
+    together: the per-epoch plot shows means, which can hide rare conflicting steps."""
+    lines = ["", "Gradient-conflict probe (every 100th step, student's shared layers; all finished seeds of an arm "
+             "together):", "", "| arm | measurements | mean cos, epoch 1 | mean cos, last epoch | cos < 0 | min cos |",
+             "|---|---|---|---|---|---|"]
+    for arm, rs in sorted(runs.items()):
+        per_epoch: Dict[int, List[float]] = {}
+        for r in rs:
+            for e, v in aggregate.probe_epochs(r.path).items():
+                per_epoch.setdefault(e, []).extend(v)
+        if not per_epoch:
+            continue
+        every = [c for v in per_epoch.values() for c in v]
+        first, last = per_epoch[min(per_epoch)], per_epoch[max(per_epoch)]
+        conflicts = sum(c < 0 for c in every)
+        lines.append(f"| {arm} | {len(every)} | {sum(first) / len(first):.2f} | {sum(last) / len(last):.2f} | "
+                     f"{conflicts} ({100 * conflicts / len(every):.1f}%) | "
+                     f"{min(every):.2f} |")
+    # across arms, a measurement of one model state counts once: runs that share a seed, a student and a
+    # teacher measure the same state at their first step (DHKD and DHKD + alignment, seed 0), and such a
+    # measurement repeats to the last digit, which no two different states do
+    distinct = {(r.seed, row["epoch"], row["step"], row["cos"]) for rs in runs.values() for r in rs
+                for row in aggregate.probe_rows(r.path) if float(row["cos"]) == float(row["cos"])}
+    if distinct:
+        negative = sum(float(c) < 0 for *_, c in distinct)
+        lines += ["", f"All arms together: {len(distinct)} distinct measurements (a state measured by two runs "
+                      f"counts once), {negative} with cos < 0."]
     return lines

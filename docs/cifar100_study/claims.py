@@ -1,0 +1,117 @@
+"""The CIFAR-100 study's claims, assessed from its run directories: writes claims.md beside this file.
+
+python docs/cifar100_study/claims.py        (after: python tools/compare.py --sweep docs/cifar100_study/sweep.yaml)
+
+The claims are the ones the study's README wrote down before its runs. For each arm: the best-epoch
+and last-epoch test top-1 (mean ± sample std over seeds). For each claim, on both: the difference of
+the means with its 95% interval, Welch's two-sided t-test, the raw p-value and Holm's adjustment over
+the family of claims, and the verdict from the adjusted p-value (mdistiller_ext.reporting.claims).
+Then the side-by-side table with the CIFAR-10 study for every arm both have (same pair, same
+schedule; the teachers differ), every run's cost and commit, and the gradient-conflict probe.
+Nothing here is tuned.
+"""
+import os
+import sys
+from typing import Dict, List
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
+
+from mdistiller_ext.reporting import aggregate  # noqa: E402
+from mdistiller_ext.reporting.claims import (Claim, arms_table, claims_table, fmt, probe_lines, run_lines,  # noqa: E402
+                                             study_runs)
+
+RUNS = os.path.join(HERE, "runs")
+CIFAR10_RUNS = os.path.join(os.path.dirname(HERE), "cifar10_study", "runs")
+# study config TAG -> what the claims call it (the CIFAR-10 study's shared arms carry the same TAGs)
+ARMS = {"vanilla,resnet8": "CE-only student", "kd,resnet20,resnet8": "KD", "dkd,resnet20,resnet8": "DKD",
+        "dhkd,resnet20,resnet8": "DHKD", "aekt,resnet20,resnet8": "AEKT",
+        "dhkd_one_head_bkl,resnet20,resnet8": "single-head CE + BinaryKL",
+        "dhkd_one_head_bkl_norm,resnet20,resnet8": "single-head CE + BinaryKL-Norm",
+        "dhkd_align,resnet20,resnet8": "DHKD + alignment", "reviewkd,resnet20,resnet8": "ReviewKD"}
+
+CLAIMS = [
+    *(Claim(f"1{x}", "every KD method beats the CE-only student", m, "CE-only student", 1)
+      for x, m in zip("abcde", ("KD", "DKD", "DHKD", "AEKT", "ReviewKD"))),
+    Claim("2", "DHKD >= KD", "DHKD", "KD", 1),
+    Claim("3a", "the single-head CE + BinaryKL ablation is worse than DHKD", "single-head CE + BinaryKL", "DHKD", -1),
+    Claim("3b", "it collapses: below the CE-only student", "single-head CE + BinaryKL", "CE-only student", -1),
+    Claim("4a", "the loss, on one head: BinaryKL-Norm beats BinaryKL", "single-head CE + BinaryKL-Norm",
+          "single-head CE + BinaryKL", 1),
+    Claim("4b", "the second head, with the same loss: DHKD beats one head", "DHKD", "single-head CE + BinaryKL-Norm", 1),
+    Claim("5", "AEKT >= DKD", "AEKT", "DKD", 1),
+    Claim("6", "gradient alignment does not hurt DHKD", "DHKD + alignment", "DHKD", 0),
+    Claim("7", "ReviewKD >= KD (mdistiller's published ordering)", "ReviewKD", "KD", 1),
+]
+# the CIFAR-10 study's teacher and the CIFAR-100 one: the two studies differ in this too
+TEACHERS = ("resnet20 trained here for 30 epochs on the CIFAR-10 JPEG copy (85.96%)",
+            "resnet20 from a public model zoo, `../shared/teachers/cifar100/resnet20.pth` (68.83%)")
+
+
+def finished_runs(folder: str = RUNS) -> Dict[str, List[aggregate.RunResult]]:
+    return study_runs([(folder, "")], ARMS)
+
+
+def values(runs: Dict[str, List[aggregate.RunResult]]):
+    return ({a: [r.best_top1 for r in rs] for a, rs in runs.items()},
+            {a: [r.last_top1 for r in rs] for a, rs in runs.items()})
+
+
+def side_by_side(c100: Dict[str, List[aggregate.RunResult]], c10: Dict[str, List[aggregate.RunResult]]) -> List[str]:
+    """Every arm both studies ran, CIFAR-10 beside CIFAR-100, and each arm's gain over its CE-only student."""
+    (b100, l100), (b10, l10) = values(c100), values(c10)
+
+    def gain(best: Dict[str, List[float]], arm: str) -> str:
+        base = "CE-only student"
+        if arm == base or not best.get(arm) or not best.get(base):
+            return "-"
+        return f"{sum(best[arm]) / len(best[arm]) - sum(best[base]) / len(best[base]):+.2f}"
+
+    shared = [a for a in ARMS.values() if a in b10]  # the CIFAR-10 study ran no ReviewKD or one-head BinaryKL-Norm arm
+    lines = ["", "What 100 classes change: every arm both studies ran (resnet20 -> resnet8, the same 15-epoch schedule; "
+             f"CIFAR-10's teacher: {TEACHERS[0]}; CIFAR-100's: {TEACHERS[1]}). Gain: best-epoch mean minus the "
+             "study's CE-only student's.", "",
+             "| arm | CIFAR-10 best | CIFAR-10 last | gain | CIFAR-100 best | CIFAR-100 last | gain |",
+             "|---|---|---|---|---|---|---|"]
+    for a in shared:
+        lines.append(f"| {a} | {fmt(b10.get(a, []))} | {fmt(l10.get(a, []))} | {gain(b10, a)} | "
+                     f"{fmt(b100.get(a, [])) if a in b100 else 'not run yet'} | {fmt(l100.get(a, []))} | {gain(b100, a)} |")
+    return lines
+
+
+def report() -> str:
+    """claims.md's text, from the finished runs."""
+    runs = finished_runs()
+    best, last = values(runs)
+    lines = ["# CIFAR-100 study: the claims, as far as the finished runs go", "",
+             "Test top-1 (%) on CIFAR-100's 10,000 test images, of the best epoch (as the host and the papers report it; "
+             "that epoch is chosen on the test set) and of the last epoch (chosen by nothing). Each claim (written down "
+             "in README.md before the runs): the difference of the arms' means with its 95% interval, Welch's two-sided "
+             "t-test, the raw p-value and Holm's adjustment over the family of the "
+             f"{len(CLAIMS)} claim comparisons (each epoch choice apart); \"supported\" or \"contradicted\" only where "
+             "the adjusted p is below 0.05, else \"not resolved\". Generated by `python docs/cifar100_study/claims.py` "
+             "from the committed runs.", ""]
+    if runs:
+        lines += arms_table(best, last)
+    else:
+        lines.append("No run has finished yet.")
+    lines += [""] + claims_table(best, last, CLAIMS)
+    lines += side_by_side(runs, finished_runs(CIFAR10_RUNS))
+    if runs:
+        lines += run_lines(runs)
+        lines += probe_lines(runs)
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    text = report()
+    path = os.path.join(HERE, "claims.md")
+    with open(path, "w") as f:
+        f.write(text)
+    print(text, end="")
+    print(f"written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
