@@ -65,7 +65,8 @@ def validate_values(cfg: CfgNode) -> None:
 def validate(cfg: CfgNode, standalone_engine: bool) -> None:
     """Raise UserError on the first invalid value, or the first rule the chosen engine cannot follow."""
     validate_values(cfg)
-    if standalone_engine and cfg.SOLVER.TRAINER not in ("base", "align"):
+    # "crd" is CRD's recipe trainer (mdistiller's on its route): this engine runs CRD with its base trainer
+    if standalone_engine and cfg.SOLVER.TRAINER not in ("base", "align") + (("crd",) if cfg.DISTILLER.TYPE == "CRD" else ()):
         raise UserError(f"config SOLVER.TRAINER = {cfg.SOLVER.TRAINER!r} needs mdistiller's trainers on CUDA; "
                         "this engine runs base or align")
     if cfg.EXT.VAL_SPLIT and not standalone_engine:

@@ -159,7 +159,7 @@ def test_epoch_seeding_differs_by_rank_and_keeps_rank_0():
     loader = SimpleNamespace(generator=torch.Generator())
 
     def after_start(rank):
-        stub = SimpleNamespace(cfg=cfg, dist=DistInfo(rank, 2, rank), train_loader=loader,
+        stub = SimpleNamespace(cfg=cfg, dist=DistInfo(rank, 2, rank), train_loader=loader, contrast=None,
                                optimizer=SimpleNamespace(param_groups=[{}]))
         Trainer._start_epoch(stub, 5)
         return torch.rand(4), torch.rand(4, generator=loader.generator)

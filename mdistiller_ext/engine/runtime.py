@@ -3,8 +3,9 @@ engine or mdistiller's trainers), the device, the precision, the memory format, 
 compilation. Resolved once per run (``resolve``); the CLIs, the trainer, the data loaders, the
 runtime record, eval and the benchmarks read the result instead of deciding again.
 
-``auto`` means this engine: mdistiller's trainers only where a method runs nowhere else (CRD, whose
-memory bank lives in mdistiller's trainer and loaders) or where ``EXT.ENGINE host`` asks for them.
+``auto`` means this engine: mdistiller's trainers only where a method runs nowhere else (a registered
+method without a class of this project's that needs mdistiller's loaders) or where ``EXT.ENGINE host``
+asks for them.
 So one config trains in one precision, seeded, whether or not mdistiller is installed. On the host
 route, a key set away from its default that mdistiller's trainers cannot honour is refused.
 """
@@ -135,7 +136,7 @@ def _route(cfg: CfgNode, machine: Machine, device: "torch.device", world_size: i
 
     wanted = ENGINES[cfg.EXT.ENGINE]
     method = registry.find(cfg.DISTILLER.TYPE)
-    only_host = method is not None and method.host_data
+    only_host = method is not None and method.host_data and method.distiller is None
     if wanted is False:
         return "ext", "EXT.ENGINE ext"
     if wanted is None and not only_host:

@@ -139,6 +139,13 @@ class Trainer:
             self.cache_place = place(teacher_store, device)
             self._origin = train_loader.origin.to(device)  # batch indices -> full-split rows, on the device
             train_loader.with_views = True
+        self.contrast = None  # CRD: each step's positives and negatives, drawn from a generator reseeded every epoch
+        spec = hook(self.distiller, "contrast_spec")()
+        if spec is not None:
+            from mdistiller_ext.data.contrast import NegativeSampler, training_labels
+
+            self.contrast = NegativeSampler(training_labels(train_loader), *spec)
+            self.contrast_generator = torch.Generator()
         self.guard = NonFiniteGuard(cfg.EXT.NONFINITE, device)
         self.best_acc = -1.0
         self.writer = None
@@ -212,7 +219,7 @@ class Trainer:
         started = time.time()
         train_loss, train_acc = self._train_loop(epoch)
         if self.dist.enabled:  # one model: what every process evaluates is what rank 0 saves
-            average_buffers_(b for name, b in self.distiller.named_buffers() if not name.startswith("teacher."))
+            average_buffers_(self._batchnorm_buffers())
         values, probed = self._epoch_values(epoch, train_loss, train_acc)
         improved = values["test_acc"] >= self.best_acc
         self.best_acc = max(self.best_acc, values["test_acc"])
@@ -225,6 +232,8 @@ class Trainer:
         seed = epoch_seed(self.cfg, epoch)
         own = rank_seed(seed, self.dist.rank)
         seed_everything(own)  # dropout, and the DataLoader path's augmentation without workers
+        if self.contrast is not None:  # a stream of its own: the negatives change no other draw
+            self.contrast_generator.manual_seed(rank_seed(seed + 7_919, self.dist.rank))
         if getattr(self.train_loader, "generator", None) is not None:
             self.train_loader.generator.manual_seed(own)  # its order (one process) and its workers' seeds
         if hasattr(self.train_loader, "set_epoch"):
@@ -309,6 +318,10 @@ class Trainer:
             extra: Dict[str, object] = {"progress": epoch - 1 + (step + 1) / steps}
             if self.cached is not None:
                 extra["teacher_logits"] = self.cached.logits(image, self._origin[batch[2]], batch[3])
+            if self.contrast is not None:
+                index = batch[2].to(self.device)
+                extra["index"] = index
+                extra["contrastive_index"] = self.contrast.draw(index, self.contrast_generator)
             probe = functools.partial(self.probe.measure, step) if self.probe is not None and self.probe.due(step) else None
             done = train_step(self.model, self.optimizer, image, target, epoch, self.setup, step, self.guard, probe, extra)
             bar.update()
@@ -333,6 +346,13 @@ class Trainer:
         # the sample count joins the device sums only once, for the cross-process reduction
         s = all_reduce_sum(torch.cat([sums, torch.tensor([float(seen)], device=dev)])).tolist()
         return s[0] / max(s[2], 1), 100.0 * s[1] / max(s[2], 1)
+
+    def _batchnorm_buffers(self) -> List[torch.Tensor]:
+        """The running statistics of the student's (and heads') BatchNorm layers: what each process updates from
+        its own shard. Other buffers (CRD's memory bank) are kept equal by their method; the teacher is frozen."""
+        teacher = {id(m) for m in self.distiller.teacher.modules()} if hasattr(self.distiller, "teacher") else set()
+        return [b for m in self.distiller.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                and id(m) not in teacher for b in m.buffers()]
 
     def _check_finite(self, epoch: int) -> None:
         failure = self.guard.first_failure()

@@ -119,8 +119,14 @@ class Distiller(host.Distiller):
         """Per-epoch diagnostics gathered during training (worklog and tensorboard), then reset."""
         return {}
 
+    def contrast_spec(self) -> Optional[Tuple[int, str]]:
+        """(K, mode) where forward_train takes each sample's ``index`` and ``contrastive_index`` (CRD's positive
+        and K negatives, data/contrast.py), which the engine then draws; None for every other method."""
+        return None
 
-HOOKS = ("forward_test_heads", "split_losses", "get_extra_parameters", "param_groups", "take_diagnostics")
+
+HOOKS = ("forward_test_heads", "split_losses", "get_extra_parameters", "param_groups", "take_diagnostics",
+         "contrast_spec")
 
 
 def hook(distiller: nn.Module, name: str) -> Callable:

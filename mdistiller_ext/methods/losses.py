@@ -183,3 +183,17 @@ def aekt_loss(
     "none" this is DKD."""
     w, tckd, nckd = aekt_terms(z_s, z_t, target, temperature, ratio_mode, w_max, ratio_norm, ratio_temperature)
     return (alpha * w * tckd + beta * nckd).mean()
+
+
+def contrastive_nce_loss(scores: torch.Tensor, num_data: int, eps: float = 1e-7) -> torch.Tensor:
+    """CRD's NCE loss of one view: ``scores`` (B, K+1) are the normalised exp-similarities of each sample's
+    embedding to its positive (column 0) and its K negatives in the other view's memory. With noise
+    probability Pn = 1/num_data, a positive is judged "from the data" with h = s / (s + K Pn) and a
+    negative "from the noise" with 1 - h; the loss is minus the summed log-probabilities over the
+    batch's positives and negatives, divided by the batch size (eps keeps a zero score finite)."""
+    s = _f32(scores)
+    k = s.shape[1] - 1
+    noise = k / float(num_data)
+    positive = torch.log(s[:, 0] / (s[:, 0] + noise + eps))
+    negative = torch.log(noise / (s[:, 1:] + noise + eps))
+    return -(positive.sum() + negative.sum()) / s.shape[0]
