@@ -71,6 +71,20 @@ def add_nodes(cfg: CN, nodes: Dict[str, Callable[[], CN]]) -> CN:
     return cfg
 
 
+def add_keys(cfg: CN, keys: Dict[str, Dict[str, object]]) -> CN:
+    """Add each missing key to an existing node (idempotent): this project's options in a node the host owns."""
+    was_frozen = cfg.is_frozen()
+    cfg.defrost()
+    for node, defaults in keys.items():
+        if node in cfg:
+            for key, value in defaults.items():
+                if key not in cfg[node]:
+                    cfg[node][key] = value
+    if was_frozen:
+        cfg.freeze()
+    return cfg
+
+
 def flat_config(cfg: CN, prefix: str = "") -> Dict[str, object]:
     out = {}
     for k, v in cfg.items():

@@ -25,6 +25,9 @@ class Method:
     slug: str                                   # configs/<dataset>/<slug>/<pair>.yaml
     summary: str = ""                           # one line for the README's method table
     node: Optional[Callable[[], CfgNode]] = None  # this project's config node with its defaults (None: the host's)
+    # keys this project adds to the host's node of this name, with their defaults (KD.LOGIT_STAND): this
+    # engine reads them; mdistiller's own classes do not, so its route refuses them away from the default
+    host_node_keys: Dict[str, object] = field(default_factory=dict)
     rules: Tuple[Rule, ...] = ()
     recipe: Optional[Recipe] = None
     datasets: Tuple[str, ...] = ("cifar100", "cifar10", "imagenet")  # where the recipe applies
@@ -91,6 +94,11 @@ def by_slug(slug: str) -> Optional[Method]:
 
 def nodes() -> Dict[str, Callable[[], CfgNode]]:
     return {m.name: m.node for m in _METHODS.values() if m.node is not None}
+
+
+def host_node_keys() -> Dict[str, Dict[str, object]]:
+    """node name -> {key: default} that this project adds to nodes the host defines."""
+    return {m.name: dict(m.host_node_keys) for m in _METHODS.values() if m.host_node_keys}
 
 
 def rules(builtin_only: bool = False) -> List[Rule]:

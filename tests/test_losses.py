@@ -217,3 +217,64 @@ def test_two_class_nckd_is_zero():
     zs, zt = torch.tensor([[3.0, -1.0]]), torch.tensor([[-2.0, 5.0]])
     _, nckd = losses.decoupled_kd_terms(zs, zt, torch.tensor([1]), 4.0)
     assert nckd.item() == 0.0
+
+
+def _np_softmax(x, t):
+    import numpy as np
+
+    e = np.exp((x - x.max(axis=1, keepdims=True)) / t)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_logit_standardisation_and_kd_with_it_against_float64_formulas():
+    """z-scores with the unbiased std and eps 1e-7 (the authors' public setting), then KD at T 2: against
+    numpy in float64; scaling or shifting either side's logits changes nothing (the point of LS)."""
+    import numpy as np
+
+    from mdistiller_ext.methods import losses
+
+    g = torch.Generator().manual_seed(0)
+    zs, zt = torch.randn(6, 100, generator=g) * 3, torch.randn(6, 100, generator=g) * 8 + 2
+    a, b = zs.double().numpy(), zt.double().numpy()
+    za = (a - a.mean(1, keepdims=True)) / (1e-7 + a.std(1, ddof=1, keepdims=True))
+    zb = (b - b.mean(1, keepdims=True)) / (1e-7 + b.std(1, ddof=1, keepdims=True))
+    np.testing.assert_allclose(losses.standardize(zs).double().numpy(), za, rtol=1e-5, atol=1e-5)
+    ps, pt = _np_softmax(za, 2.0), _np_softmax(zb, 2.0)
+    want = (pt * (np.log(pt) - np.log(ps))).sum(1).mean() * 4.0
+    got = losses.kd_loss(*losses.logit_stand(True, zs, zt), 2.0)
+    assert got.item() == pytest.approx(want, rel=1e-4)
+    shifted = losses.kd_loss(*losses.logit_stand(True, zs * 5 + 3, zt * 0.5 - 1), 2.0)
+    assert shifted.item() == pytest.approx(want, rel=1e-4)
+    assert losses.logit_stand(False, zs, zt) == (zs, zt)
+
+
+@pytest.mark.parametrize("method", ["KD", "DKD", "AEKT"])
+def test_logit_stand_option_reaches_each_softmax_method(method):
+    """<NODE>.LOGIT_STAND True: the method's distillation loss is its loss on standardised logits."""
+    from mdistiller_ext.host import registration
+    from mdistiller_ext.host.standalone.models import cifar_model_dict
+    from mdistiller_ext.methods import losses
+    from mdistiller_ext.registry import get
+
+    torch.manual_seed(0)
+    student, teacher = cifar_model_dict["resnet8"][0](num_classes=10), cifar_model_dict["resnet8"][0](num_classes=10)
+    x, y = torch.randn(4, 3, 32, 32), torch.arange(4)
+    z_t = torch.randn(4, 10) * 6
+    out = {}
+    for on in (False, True):
+        cfg = registration.base_cfg()
+        cfg[method].LOGIT_STAND = on
+        if method == "AEKT":
+            cfg.AEKT.SERIAL = "none"
+        d = get(method).distiller(student, teacher, cfg).train()
+        out[on] = d.forward_train(x, y, teacher_logits=z_t, epoch=100)[1]["loss_kd"].item()
+    zs = student(x)[0]
+    if method == "KD":
+        want = 0.9 * losses.kd_loss(losses.standardize(zs), losses.standardize(z_t), 4.0).item()
+    elif method == "DKD":
+        want = losses.dkd_loss(losses.standardize(zs), losses.standardize(z_t), y, 1.0, 8.0, 4.0).item()
+    else:
+        w, tckd, nckd = losses.aekt_terms(losses.standardize(zs), losses.standardize(z_t), y, 4.0, "teacher_over_student",
+                                          2.0, "batch_mean")
+        want = ((w * tckd).mean() + (8.0 * nckd).mean()).item()
+    assert out[True] == pytest.approx(want, rel=1e-5) and out[True] != pytest.approx(out[False], rel=1e-3)

@@ -78,6 +78,12 @@ def test_the_host_route_refuses_what_it_cannot_honour_and_says_what_is_missing()
             resolve(cfg, Machine((H100,), True))
     with pytest.raises(UserError, match="mdistiller is not installed; use EXT.ENGINE ext"):
         resolve(cfg_with(ENGINE="host"), Machine((H100,), False))
+    # this project's keys in mdistiller's own nodes: its classes ignore them, so its route refuses them
+    for node in ("KD", "DKD"):
+        cfg = cfg_with(ENGINE="host")
+        cfg.defrost()
+        cfg[node].LOGIT_STAND = True
+        assert host_refusals(cfg).startswith(f"config {node}.LOGIT_STAND = True cannot be honoured by mdistiller's trainers")
     with pytest.raises(UserError, match="no CUDA device; use EXT.ENGINE ext"):
         resolve(cfg_with(ENGINE="host"), Machine((), True))
     with pytest.raises(UserError, match="mdistiller is not installed and no CUDA device"):

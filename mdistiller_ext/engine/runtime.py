@@ -159,8 +159,11 @@ def host_refusals(cfg: CfgNode) -> Optional[str]:
     """The first key set away from what mdistiller's trainers can honour, as a one-line message."""
     from mdistiller_ext.config import flat_config
 
+    from mdistiller_ext import registry
+
     flat = flat_config(cfg)
-    for key, allowed in HOST_CANNOT.items():
+    ours = {f"{node}.{k}": (v,) for node, keys in registry.host_node_keys().items() for k, v in keys.items()}
+    for key, allowed in {**HOST_CANNOT, **ours}.items():
         if flat[key] not in allowed:
             return (f"config {key} = {flat[key]!r} cannot be honoured by mdistiller's trainers (they use "
                     f"{allowed[-1]!r}); set EXT.ENGINE ext to train with this engine, or leave {key} at {allowed[0]!r}")

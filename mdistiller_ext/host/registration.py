@@ -32,6 +32,7 @@ def register() -> None:
     """Load plug-ins (through ``all_nodes``); add every registered method (and the CFG nodes, and the
     alignment trainer) to the host. Idempotent."""
     config.add_nodes(host.host_cfg(), all_nodes())
+    config.add_keys(host.host_cfg(), registry.host_node_keys())
     if not host.HAS_MDISTILLER:
         return
     distillers, trainers = host.host_distillers(), host.host_trainer_dict()

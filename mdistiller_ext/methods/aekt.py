@@ -33,6 +33,7 @@ def node() -> CN:
     n.SERIAL = "cls_then_kd"   # none | cls_then_kd | kd_then_cls
     n.SERIAL_DECAY = "identity"  # identity: weight decay pulls W to I; zero: pulls W to 0
     n.SERIAL_LR = 1.0          # the serialization layer's learning rate, as a multiple of the schedule's
+    n.LOGIT_STAND = False      # logit standardisation (z-scores) of the distilled logits before the temperature
     return n
 
 
@@ -160,8 +161,8 @@ class AEKT(Distiller):
         z_t = teacher_logits(self.teacher, image, kwargs)
         c = self.c
         # the ratio's batch mean over the global batch: N processes weigh samples as one process would
-        w, tckd, nckd = losses.aekt_terms(z_kd, z_t, target, c.T, c.RATIO_MODE, c.W_MAX, c.RATIO_NORM, c.RATIO_T,
-                                          global_mean)
+        w, tckd, nckd = losses.aekt_terms(*losses.logit_stand(c.LOGIT_STAND, z_kd, z_t), target, c.T, c.RATIO_MODE,
+                                          c.W_MAX, c.RATIO_NORM, c.RATIO_T, global_mean)
         explicit, implicit = (c.ALPHA * w * tckd).mean(), (c.BETA * nckd).mean()
         if self.training:
             self._observe(w, explicit, implicit)

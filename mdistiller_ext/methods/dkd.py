@@ -36,7 +36,8 @@ def check_config(cfg: CfgNode, standalone_engine: bool) -> None:
         fractional_warmup_on_host("DKD.WARMUP", cfg.DKD.WARMUP)
 
 
-@register_method("DKD", summary="Decoupled KD (mdistiller's)", recipe=recipe, host_provides=True, check_config=check_config, rules=(
+@register_method("DKD", summary="Decoupled KD (mdistiller's); DKD.LOGIT_STAND: logit standardisation", recipe=recipe,
+                 host_provides=True, host_node_keys={"LOGIT_STAND": False}, check_config=check_config, rules=(
     ("DKD.T", POSITIVE), ("DKD.ALPHA", NON_NEGATIVE), ("DKD.BETA", NON_NEGATIVE), ("DKD.CE_WEIGHT", NON_NEGATIVE),
     ("DKD.WARMUP", NON_NEGATIVE)))
 class DKD(Distiller):
@@ -49,7 +50,7 @@ class DKD(Distiller):
     def forward_train(self, image: torch.Tensor, target: torch.Tensor, **kwargs) -> Output:
         logits, _ = self.student(image)
         z_t = teacher_logits(self.teacher, image, kwargs)
-        kd = losses.dkd_loss(logits, z_t, target, self.c.ALPHA, self.c.BETA, self.c.T)
+        kd = losses.dkd_loss(*losses.logit_stand(self.c.LOGIT_STAND, logits, z_t), target, self.c.ALPHA, self.c.BETA, self.c.T)
         return logits, {
             "loss_ce": self.c.CE_WEIGHT * F.cross_entropy(logits, target),
             "loss_kd": step_warmup(kwargs, self.c.WARMUP) * kd,

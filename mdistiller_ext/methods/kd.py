@@ -17,7 +17,13 @@ def recipe(dataset: str, pair_name: str, pair) -> dict:
                    "LOSS": {"CE_WEIGHT": 0.5 if imagenet else 0.1, "KD_WEIGHT": 0.5 if imagenet else 0.9}}}
 
 
-@register_method("KD", summary="Hinton KD (mdistiller's)", recipe=recipe, host_provides=True, rules=(
+# logit standardisation's CIFAR-100 recipe for KD (its authors' README and logs: T 2, KD weight 9; CE weight as KD's)
+ABLATIONS = {"logit_stand": {"KD": {"LOGIT_STAND": True, "TEMPERATURE": 2, "LOSS": {"KD_WEIGHT": 9.0}}}}
+
+
+@register_method("KD", summary="Hinton KD (mdistiller's); KD.LOGIT_STAND: logit standardisation", recipe=recipe,
+                 host_provides=True, host_node_keys={"LOGIT_STAND": False}, ablations=ABLATIONS,
+                 ablation_pair="res32x4_res8x4", rules=(
     ("KD.TEMPERATURE", POSITIVE), ("KD.LOSS.CE_WEIGHT", NON_NEGATIVE), ("KD.LOSS.KD_WEIGHT", NON_NEGATIVE)))
 class KD(Distiller):
     TEACHER_LOGITS_ONLY = True
@@ -27,11 +33,12 @@ class KD(Distiller):
         self.temperature = cfg.KD.TEMPERATURE
         self.ce_weight = cfg.KD.LOSS.CE_WEIGHT
         self.kd_weight = cfg.KD.LOSS.KD_WEIGHT
+        self.logit_stand = cfg.KD.LOGIT_STAND
 
     def forward_train(self, image: torch.Tensor, target: torch.Tensor, **kwargs) -> Output:
         logits, _ = self.student(image)
         z_t = teacher_logits(self.teacher, image, kwargs)
         return logits, {
             "loss_ce": self.ce_weight * F.cross_entropy(logits, target),
-            "loss_kd": self.kd_weight * losses.kd_loss(logits, z_t, self.temperature),
+            "loss_kd": self.kd_weight * losses.kd_loss(*losses.logit_stand(self.logit_stand, logits, z_t), self.temperature),
         }

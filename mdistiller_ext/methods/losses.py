@@ -21,6 +21,20 @@ def _teacher(x: torch.Tensor) -> torch.Tensor:
     return _f32(x).detach()
 
 
+def standardize(z: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Logit standardisation (Sun et al., CVPR 2024): each logit vector's z-score, (z - mean) / (eps + std),
+    with the unbiased standard deviation and eps as the authors' public code has them; a temperature is
+    then applied to the standardised logits as to raw ones. A softmax method compares the teacher's and
+    the student's logit relations, not their ranges."""
+    z = _f32(z)
+    return (z - z.mean(dim=1, keepdim=True)) / (eps + z.std(dim=1, keepdim=True))
+
+
+def logit_stand(on: bool, *logits: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+    """``logits`` standardised where ``on`` (a method's LOGIT_STAND), as they are otherwise."""
+    return tuple(standardize(z) for z in logits) if on else logits
+
+
 def log_cosh(x: torch.Tensor) -> torch.Tensor:
     """log(cosh(x)) without overflow: |x| + log1p(exp(-2|x|)) - log 2."""
     a = x.abs()
