@@ -1,11 +1,13 @@
-"""Per-step time (and peak memory) of every registered distillation method (KD, DKD, DHKD, DHKD +
-alignment, AEKT, and any --plugin's) against KD.
+"""Per-step time (and peak memory) of every registered distillation method this project implements (KD, DKD,
+DHKD, DHKD + alignment, AEKT, CRD, DIST, TTM, WTTM, and any --plugin's) against KD.
 
 Same pair, same batch, same device; methods alternate within each round; the median over rounds
 is reported with its ratio to KD. Goals: DHKD and AEKT within 1.05x of KD, alignment
 within 1.7x. Peak memory: on CUDA, torch's peak allocated memory during one step; on the CPU
 (Linux), the growth of the resident-set high-water mark over 3 steps in a fresh process per
 method, measured from the built distiller (so it counts activations, gradients and optimizer state).
+CRD is built with a CIFAR-100-sized memory bank (50,000 samples) and its step includes drawing the
+batch's negatives (data/contrast.py), as a training step does.
 
 python benchmarks/step_time.py [--pair res56_res20] [--batch 64] [--steps 5] [--rounds 5] [--device auto]
                                [--align DHKD] [--plugin my_method.py]
@@ -29,6 +31,7 @@ from mdistiller_ext.engine.runtime import resolve
 from mdistiller_ext.recipes import CIFAR100_PAIRS
 
 METHODS = {}  # row name -> (distiller class, gradient alignment); filled from the registry in main()
+NUM_DATA = 50_000  # CRD's memory bank: CIFAR-100's training split
 
 
 def fill_methods(align: list) -> None:
@@ -49,13 +52,31 @@ def build(method: str, pair: str, device: torch.device, channels_last: bool, amp
     torch.manual_seed(0)
     s = host.cifar_model_dict[p.student][0](num_classes=100)
     t = host.cifar_model_dict[p.teacher][0](num_classes=100)
-    d = cls(s, t, cfg)
+    d = cls(s, t, cfg, NUM_DATA) if registry.get(method.split("+")[0]).needs_num_data else cls(s, t, cfg)
     d.teacher.requires_grad_(False)
     d = d.to(device, memory_format=torch.channels_last) if channels_last else d.to(device)
     d.train()
     setup = StepSetup.for_distiller(d, align=align, amp=amp)
     opt = torch.optim.SGD(setup.params, lr=0.01, momentum=0.9, weight_decay=5e-4)
     return d, setup, opt
+
+
+def contrast_inputs(d, batch: int, device: torch.device):
+    """For a method that takes contrastive indices (CRD): a function drawing one step's (index, negatives)
+    over a CIFAR-100-sized split, as the engine does every step; None for the others."""
+    from mdistiller_ext.data.contrast import NegativeSampler
+    from mdistiller_ext.methods.base import hook
+
+    spec = hook(d, "contrast_spec")()
+    if spec is None:
+        return None
+    sampler = NegativeSampler(torch.arange(NUM_DATA) % 100, *spec)
+    g = torch.Generator().manual_seed(0)
+
+    def draw():
+        index = torch.randint(0, NUM_DATA, (batch,), generator=g).to(device)
+        return {"index": index, "contrastive_index": sampler.draw(index, g)}
+    return draw
 
 
 def _rss_kib(field: str) -> int:
@@ -75,7 +96,8 @@ def cpu_peak_child(method: str, pair: str, batch: int) -> None:
         f.write("5")  # resets VmHWM to the current RSS
     base = _rss_kib("VmHWM")
     for _ in range(3):
-        train_step(d, opt, x, y, 30, setup)
+        extra = contrast_inputs(d, batch, torch.device("cpu"))
+        train_step(d, opt, x, y, 30, setup, 0, None, None, extra() if extra else None)
     print(json.dumps({"peak_mib": (_rss_kib("VmHWM") - base) / 1024}))
 
 
@@ -126,9 +148,10 @@ def main() -> None:
     def runner(m):
         d, setup, opt = built[m]
         guard = NonFiniteGuard("stop", device)  # a training step includes the non-finite guard
+        extra = contrast_inputs(d, args.batch, device)
 
         def step():
-            train_step(d, opt, x, y, 30, setup, 0, guard)
+            train_step(d, opt, x, y, 30, setup, 0, guard, None, extra() if extra else None)
 
         for _ in range(2):  # warm-up (and cudnn autotuning) outside the timing
             step()

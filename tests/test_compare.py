@@ -514,3 +514,18 @@ def test_the_table_says_what_runs_changed_from_the_shipped_config_and_plots_say_
     monkeypatch.setattr(matplotlib.axes.Axes, "annotate", lambda self, text, *a, **k: drawn.append(text) or real_annotate(self, text, *a, **k))
     assert aggregate.plot_bars(rows, str(tmp_path / "bars.png"))
     assert [t for t in drawn if t.startswith("teacher")] == ["teacher 54.1"]  # once: one teacher for the pair
+
+
+def test_published_numbers_of_the_new_baselines_and_of_an_ablation_with_its_own():
+    """DIST, TTM, WTTM and KD + logit standardisation print their published CIFAR-100 numbers with their sources;
+    the KD ablation logit_stand takes KD + LS's number, never KD's, even as the only row."""
+    refs = reference.load()
+    assert refs.lookup("cifar100", "res56_res20", "dist").top1 == 71.75
+    assert (refs.lookup("cifar100", "res32x4_res8x4", "ttm").top1, refs.lookup("cifar100", "res56_res20", "wttm").top1) == (76.17, 71.92)
+    assert refs.lookup("cifar100", "res56_res20", "kd_logit_stand").source == "lskd_readme"
+    abl = write_run_from_config(tmp_path := Path(__import__("tempfile").mkdtemp()), "ls",
+                                "configs/cifar100/kd/ablations/res32x4_res8x4/logit_stand.yaml", 76.0)
+    rows = aggregate.summarize([aggregate.read_run(str(abl))], refs)
+    assert rows[0].reference == 76.62 and rows[0].source == "lskd_readme"
+    other = write_run_from_config(tmp_path, "ce", "configs/cifar100/dhkd/ablations/res32x4_res8x4/ce_only.yaml", 73.0)
+    assert aggregate.summarize([aggregate.read_run(str(other))], refs)[0].reference is None

@@ -49,7 +49,8 @@ def test_shipped_configs_are_exactly_the_generated_ones():
                               and (f"/{m.slug}/" in f"/{rel}" or rel.endswith(f"/{m.slug}.yaml")))
                   for m in registry.methods(builtin_only=True) if m.recipe is not None}
     # 15 CIFAR pairs (11 published CIFAR-100 + res20_res8 + 3 CIFAR-10) + 2 ImageNet pairs, every method
-    assert per_method == {"kd": 17, "dkd": 17, "crd": 17, "reviewkd": 17, "dhkd": 17, "aekt": 17}
+    assert per_method == {"kd": 17, "dkd": 17, "crd": 17, "reviewkd": 17, "dhkd": 17, "aekt": 17, "dist": 17, "ttm": 17,
+                          "wttm": 17}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(ROOT / "configs")) for p in CONFIGS])

@@ -278,3 +278,42 @@ def test_logit_stand_option_reaches_each_softmax_method(method):
                                           2.0, "batch_mean")
         want = ((w * tckd).mean() + (8.0 * nckd).mean()).item()
     assert out[True] == pytest.approx(want, rel=1e-5) and out[True] != pytest.approx(out[False], rel=1e-3)
+
+
+def test_dist_against_a_float64_formula():
+    import numpy as np
+
+    from mdistiller_ext.methods import losses
+
+    g = torch.Generator().manual_seed(1)
+    zs, zt = torch.randn(8, 10, generator=g) * 2, torch.randn(8, 10, generator=g) * 5
+    ps, pt = _np_softmax(zs.double().numpy(), 4.0), _np_softmax(zt.double().numpy(), 4.0)
+
+    def pearson_rows(a, b):
+        a, b = a - a.mean(1, keepdims=True), b - b.mean(1, keepdims=True)
+        return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-8)
+
+    inter, intra = 1 - pearson_rows(ps, pt).mean(), 1 - pearson_rows(ps.T, pt.T).mean()
+    want = 16.0 * (2.0 * inter + 0.5 * intra)
+    assert losses.dist_loss(zs, zt, 4.0, 2.0, 0.5).item() == pytest.approx(want, rel=1e-4)
+    assert losses.dist_loss(zt, zt, 4.0, 1.0, 1.0).item() == pytest.approx(0.0, abs=1e-5)  # identical: no loss
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_transformed_teacher_matching_against_a_float64_formula(weighted):
+    import numpy as np
+
+    from mdistiller_ext.methods import losses
+
+    g = torch.Generator().manual_seed(2)
+    zs, zt = torch.randn(6, 100, generator=g) * 2, torch.randn(6, 100, generator=g) * 6
+    ps, pt = _np_softmax(zs.double().numpy(), 1.0), _np_softmax(zt.double().numpy(), 1.0)
+    powered = pt ** 0.2
+    norm = powered.sum(1)
+    q = powered / norm[:, None]
+    kl = (q * (np.log(q) - np.log(ps))).sum(1)
+    want = (norm * kl).mean() if weighted else kl.mean()
+    assert losses.transformed_teacher_loss(zs, zt, 0.2, weighted).item() == pytest.approx(want, rel=1e-4)
+    # gamma = 1/T: TTM is KD with the temperature on the teacher only (KL of softmax(z_t / T) against softmax(z_s))
+    kd_like = (_np_softmax(zt.double().numpy(), 5.0) * (np.log(_np_softmax(zt.double().numpy(), 5.0)) - np.log(ps))).sum(1).mean()
+    assert losses.transformed_teacher_loss(zs, zt, 0.2).item() == pytest.approx(kd_like, rel=1e-4)

@@ -16,11 +16,12 @@ from .conftest import ROOT
 
 def test_builtin_methods_with_their_parts():
     builtin = registry.methods(builtin_only=True)
-    assert sorted(m.name for m in builtin) == sorted(["NONE", "KD", "DKD", "CRD", "REVIEWKD", "DHKD", "AEKT"])
+    assert sorted(m.name for m in builtin) == sorted(["NONE", "KD", "DKD", "CRD", "REVIEWKD", "DHKD", "AEKT", "DIST", "TTM",
+                                                     "WTTM"])
     by_name = {m.name: m for m in builtin}
     assert by_name["DHKD"].node is not None and by_name["AEKT"].node is not None
     assert by_name["KD"].node is None  # the host's node
-    assert by_name["CRD"].distiller is None and by_name["CRD"].needs_num_data
+    assert by_name["CRD"].distiller is not None and by_name["CRD"].needs_num_data  # this engine's CRD since issue 28
     assert not by_name["NONE"].needs_teacher and by_name["NONE"].recipe is None
     assert len(by_name["DHKD"].ablations) == 12 and len(by_name["AEKT"].ablations) == 10
     assert all(m.builtin for m in builtin)

@@ -11,7 +11,7 @@ import torch.nn as nn
 from mdistiller_ext.errors import UserError
 from mdistiller_ext.host import registration
 from mdistiller_ext.host.standalone.models import cifar_model_dict
-from mdistiller_ext.runs import teacher_accuracy as ta
+from mdistiller_ext.engine import teacher_accuracy as ta
 
 from .conftest import class_images, run_train, write_cifar10_jpeg_tar
 

@@ -84,7 +84,7 @@ def run(argv: Optional[List[str]] = None) -> Optional[float]:
     teacher = None
     if has_teacher:
         from mdistiller_ext.engine.distributed import all_reduce_sum
-        from mdistiller_ext.runs.teacher_accuracy import known_accuracy, refuse_useless
+        from mdistiller_ext.engine.teacher_accuracy import known_accuracy, refuse_useless
         from mdistiller_ext.runs.teachers import describe_teacher
 
         teacher = (describe_teacher(teacher_file) if teacher_file

@@ -211,3 +211,34 @@ def contrastive_nce_loss(scores: torch.Tensor, num_data: int, eps: float = 1e-7)
     positive = torch.log(s[:, 0] / (s[:, 0] + noise + eps))
     negative = torch.log(noise / (s[:, 1:] + noise + eps))
     return -(positive.sum() + negative.sum()) / s.shape[0]
+
+
+def _pearson_rows(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Pearson correlation of each row of ``a`` with the same row of ``b``: the cosine of the centred rows."""
+    a, b = a - a.mean(dim=1, keepdim=True), b - b.mean(dim=1, keepdim=True)
+    return (a * b).sum(dim=1) / (a.norm(dim=1) * b.norm(dim=1) + eps)
+
+
+def dist_loss(z_s: torch.Tensor, z_t: torch.Tensor, temperature: float, beta: float, gamma: float) -> torch.Tensor:
+    """DIST (Huang et al., NeurIPS 2022): T^2 (beta * inter + gamma * intra) on p = softmax(z / T), where
+    inter = 1 - the mean over samples of the Pearson correlation of the student's and the teacher's class
+    distributions, and intra = the same over classes (each class's probabilities across the batch); eps
+    1e-8 in the correlation's denominator, as the authors' public code."""
+    p_s = F.softmax(_f32(z_s) / temperature, dim=1)
+    p_t = F.softmax(_teacher(z_t) / temperature, dim=1)
+    inter = 1.0 - _pearson_rows(p_s, p_t).mean()
+    intra = 1.0 - _pearson_rows(p_s.t(), p_t.t()).mean()
+    return temperature ** 2 * (beta * inter + gamma * intra)
+
+
+def transformed_teacher_loss(z_s: torch.Tensor, z_t: torch.Tensor, gamma: float, weighted: bool = False) -> torch.Tensor:
+    """TTM (Zheng & Yang, ICLR 2024): KL(p_t^gamma / sum(p_t^gamma) || p_s), the teacher's probabilities under a
+    power transform (gamma = 1/T, a temperature on the teacher only), the student's at temperature 1; summed
+    over classes, averaged over the batch. ``weighted`` (WTTM): each sample's divergence is weighted by
+    sum_k p_t,k^gamma, the power sum before renormalisation (larger for a flatter teacher distribution)."""
+    log_p_s = F.log_softmax(_f32(z_s), dim=1)
+    powered = torch.exp(gamma * F.log_softmax(_teacher(z_t), dim=1))  # p_t^gamma, from log space
+    norm = powered.sum(dim=1, keepdim=True)
+    q = powered / norm
+    kl = (q * (torch.log(q.clamp_min(1e-30)) - log_p_s)).sum(dim=1)
+    return (norm.squeeze(1) * kl).mean() if weighted else kl.mean()

@@ -208,6 +208,16 @@ def _variants(groups: List[Tuple[Dict, Dict, str]]) -> List[str]:
     return out
 
 
+def published(refs: ReferenceTable, dataset: str, pair: str, method: str, tag: str, alone: bool):
+    """The published number a row is compared with: a method's own recipe (its standard TAG, or the method's
+    only row) takes the method's; an ablation (TAG "<slug>_ablation,<name>,...") takes "<slug>_<name>"'s where
+    the table has one (KD + logit standardisation: kd_logit_stand), never its method's; anything else none."""
+    parts = tag.split(",")
+    if parts[0] == f"{method}_ablation" and len(parts) > 1:
+        return refs.lookup(dataset, pair, f"{method}_{parts[1]}")
+    return refs.lookup(dataset, pair, method) if alone or parts[0] == method else None
+
+
 def summarize(results: Sequence[RunResult], refs: ReferenceTable, pool_runtimes: bool = False) -> List[Row]:
     """One row per experiment: runs pool only when their configs are equal but for EXT.SEED and keys
     that change no number, and (unless ``pool_runtimes``) they were computed the same way."""
@@ -231,9 +241,7 @@ def summarize(results: Sequence[RunResult], refs: ReferenceTable, pool_runtimes:
                 vals = [getattr(r, m) for r in runs if getattr(r, m) is not None]
                 if vals:
                     stats[m] = mean_std(vals)
-            # published numbers belong to the method's own recipe (its standard TAG), not to an ablation
-            standard = len(keys) == 1 or groups[key][0].tag.split(",")[0] == method
-            ref = refs.lookup(ds, pair, method) if standard else None
+            ref = published(refs, ds, pair, method, groups[key][0].tag, alone=len(keys) == 1)
             runtimes = sorted({pooling.summary(r.runtime) for r in runs}) if runs[0].runtime else ["not recorded"]
             rows.append(Row(ds, pair, method, len(runs), stats, ref.top1 if ref else None,
                             ref.top5 if ref else None, ref.source if ref else "", runs, variant, "; ".join(runtimes)))

@@ -27,11 +27,11 @@ RESUME_NEUTRAL_KEYS = NUMBER_NEUTRAL_KEYS + ("SOLVER.EPOCHS", "EXT.DEVICE", "EXT
 def config_differences(saved: CfgNode, current: CfgNode, neutral: Sequence[str] = RESUME_NEUTRAL_KEYS) -> List[str]:
     """The keys, beyond the ``neutral`` ones (by default those a resume may change), whose values differ. A
     key the saved config lacks (it was added to the project after that run started) counts at its default,
-    which keeps the behaviour of before; ``current`` is a full config, so its defaults are
-    ``registration.base_cfg()``'s."""
-    from mdistiller_ext.host import registration
+    which keeps the behaviour of before; the defaults are the host CFG's, which holds every registered
+    node (importing the package registers them)."""
+    from mdistiller_ext.host import adapter as host
 
-    defaults = flat_config(registration.base_cfg())
+    defaults = flat_config(host.host_cfg())
     a, b = flat_config(saved), flat_config(current)
     a = {**{k: v for k, v in defaults.items() if k in b}, **a}
     keys = sorted((set(a) | set(b)) - set(neutral))

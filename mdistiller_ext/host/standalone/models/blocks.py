@@ -134,10 +134,11 @@ def run_stages(x: torch.Tensor, stages: Sequence[nn.Module], feats: List[torch.T
 
 
 def pooled(x: torch.Tensor, window: int = 0) -> torch.Tensor:
-    """Global average pooling, flattened. ``window``: the host's fixed avg_pool2d window, where the host
-    pools that way; it sums in another order than the adaptive pool, and the zoo is to compute exactly
-    what the host computes (the same bits on the CPU)."""
-    return torch.flatten(F.avg_pool2d(x, window) if window else F.adaptive_avg_pool2d(x, 1), 1)
+    """Global average pooling, flattened. ``window``: the host's fixed avg_pool2d window, used where the map
+    is exactly that size (the host's input size), so the zoo computes the host's bits (the adaptive pool sums
+    in another order); other sizes, which the host's models refuse, pool adaptively."""
+    fixed = window and x.shape[-2] == window and x.shape[-1] == window
+    return torch.flatten(F.avg_pool2d(x, window) if fixed else F.adaptive_avg_pool2d(x, 1), 1)
 
 
 def refuse_pretrained(pretrained: bool) -> None:

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mdistiller_ext.host.standalone.models.blocks import init_weights
+from mdistiller_ext.host.standalone.models.blocks import init_weights, pooled as pool
 
 
 
@@ -64,7 +64,7 @@ class WideResNet(nn.Module):
         # in pre-activation nets the "preact" view of a stage is the next BN's output
         preacts = [f0, self.block2.layer[0].bn1(f1), self.block3.layer[0].bn1(f2), self.bn1(f3)]
         out = F.relu(preacts[-1])
-        pooled = torch.flatten(F.avg_pool2d(out, 8), 1)  # the host's window (not the adaptive pool: other sums)
+        pooled = pool(out, window=8)  # the host's window at its input size (its bits)
         return self.fc(pooled), {"feats": [f0, f1, f2, f3], "preact_feats": preacts, "pooled_feat": pooled}
 
 

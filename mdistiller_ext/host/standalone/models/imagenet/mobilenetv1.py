@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mdistiller_ext.host.standalone.models.blocks import refuse_pretrained
+from mdistiller_ext.host.standalone.models.blocks import pooled as pool, refuse_pretrained
 
 # (output channels, stride) of the 13 depthwise-separable units
 _UNITS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1),
@@ -46,7 +46,7 @@ class MobileNetV1Net(nn.Module):
             preacts.append(pre)
             feats.append(out)
             start = end + 1
-        pooled = torch.flatten(F.avg_pool2d(out, 7), 1)  # the host's AvgPool2d(7): 224-pixel inputs, as the host
+        pooled = pool(out, window=7)  # the host's AvgPool2d(7) at its 224-pixel inputs (its bits)
         return self.fc(pooled), {"feats": feats, "preact_feats": preacts, "pooled_feat": pooled}
 
 
