@@ -7,6 +7,9 @@ compiled variant is a separate copy of the same model compiled in place (its fir
 compilation, are not timed).
 
 python benchmarks/cpu_options.py [--method KD] [--pair res20_res8] [--dataset cifar10] [--batch 64]
+                                 [--variants default channels-last ...]
+(--method NONE times the pair's student trained alone: the quickstart's teacher run is NONE on res56_res20's
+resnet20.)
 """
 import argparse
 import time
@@ -28,8 +31,10 @@ def build(method: str, pair: str, dataset: str, channels_last: bool, compile_: b
     cfg = registration.base_cfg()
     torch.manual_seed(0)
     s, t = build_model(p.student, dataset, classes), build_model(p.teacher, dataset, classes)
-    d = registration.distiller_registry()[method](s, t, cfg)
-    d.teacher.requires_grad_(False)
+    cls = registration.distiller_registry()[method]
+    d = cls(s) if method == "NONE" else cls(s, t, cfg)
+    if hasattr(d, "teacher"):
+        d.teacher.requires_grad_(False)
     d = d.to(memory_format=torch.channels_last) if channels_last else d
     if compile_:
         for m in d.children():
@@ -47,6 +52,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--variants", nargs="*", default=None, help="a subset of the variants (by name), the default first")
     args = ap.parse_args()
     threads = torch.get_num_threads()
     variants = {f"default ({threads} threads)": dict(threads=threads, cl=False, comp=False),
@@ -56,6 +62,9 @@ def main() -> None:
                 "channels-last + compile": dict(threads=threads, cl=True, comp=True),
                 "channels-last, 1 thread": dict(threads=1, cl=True, comp=False),
                 "channels-last + compile, 1 thread": dict(threads=1, cl=True, comp=True)}
+    if args.variants:
+        first = next(iter(variants))
+        variants = {k: v for k, v in variants.items() if k == first or k in args.variants}
     g = torch.Generator().manual_seed(0)
     x = torch.randn(args.batch, 3, 32, 32, generator=g)
     y = torch.randint(0, 10 if args.dataset == "cifar10" else 100, (args.batch,), generator=g)

@@ -48,11 +48,17 @@ def build(method: str, pair: str, device: torch.device, channels_last: bool, amp
     cls, align = METHODS[method]
     p = CIFAR100_PAIRS[pair]
     cfg = registration.base_cfg()
+    m = registry.get(method.split("+")[0])
+    if m.recipe is not None:  # the method's own settings for the pair (CRD's embedding sizes come from the models)
+        from yacs.config import CfgNode
+
+        recipe = {k: v for k, v in m.recipe("cifar100", pair, p).items() if k != "SOLVER"}
+        cfg.merge_from_other_cfg(CfgNode(recipe))
     cfg.AEKT.WARMUP = 0
     torch.manual_seed(0)
     s = host.cifar_model_dict[p.student][0](num_classes=100)
     t = host.cifar_model_dict[p.teacher][0](num_classes=100)
-    d = cls(s, t, cfg, NUM_DATA) if registry.get(method.split("+")[0]).needs_num_data else cls(s, t, cfg)
+    d = cls(s, t, cfg, NUM_DATA) if m.needs_num_data else cls(s, t, cfg)
     d.teacher.requires_grad_(False)
     d = d.to(device, memory_format=torch.channels_last) if channels_last else d.to(device)
     d.train()

@@ -63,7 +63,8 @@ def test_one_config_one_route_with_or_without_mdistiller():
     assert a == b and a.route == "ext" and a.amp is torch.bfloat16 and a.channels_last and a.fast_data
     assert "runtime: this engine" in a.line() and "bf16" in a.line()
     cpu = resolve(cfg_with(), Machine())
-    assert (cpu.device, cpu.amp, cpu.channels_last) == (torch.device("cpu"), None, False)
+    # channels-last on the CPU too: the quickstart's models step in 0.75x and 0.59x the contiguous time there
+    assert (cpu.device, cpu.amp, cpu.channels_last) == (torch.device("cpu"), None, True)
 
 
 def test_the_host_route_refuses_what_it_cannot_honour_and_says_what_is_missing():

@@ -87,7 +87,7 @@ def test_student_reports_and_records_its_teacher(work):
     from mdistiller_ext.host.adapter import HAS_MDISTILLER
 
     assert info["route"] == "mdistiller_ext engine" and info["amp"] == "fp32" and info["world_size"] == 1
-    assert info["data_path"] == "device-resident (fast)" and info["channels_last"] is False
+    assert info["data_path"] == "device-resident (fast)" and info["channels_last"] is True  # auto: on
     assert info["zoo"] == ("host (mdistiller)" if HAS_MDISTILLER else "standalone")
     assert info["torch"] == torch.__version__ and info["mdistiller_ext_commit"]
     assert info["cost"][0]["epochs"] == [1, 1] and info["cost"][0]["cpu_s"] > 0
