@@ -22,7 +22,7 @@ from yacs.config import CfgNode
 from mdistiller_ext.data.contrast import MODES
 from mdistiller_ext.methods import losses
 from mdistiller_ext.methods.base import Distiller, Output, global_mean
-from mdistiller_ext.methods.feature_shapes import crd_settings, zoo_shapes
+from mdistiller_ext.methods.feature_shapes import crd_settings, forward_shapes, zoo_shapes
 from mdistiller_ext.recipes import IMAGENET_FEATURE_SOLVER
 from mdistiller_ext.registry import register_method
 from mdistiller_ext.rules import NON_NEGATIVE, POSITIVE, one_of
@@ -98,6 +98,19 @@ class ContrastMemory(nn.Module):
             memory.index_copy_(0, index, moved / moved.pow(2).sum(1, keepdim=True).pow(0.5))
 
 
+def check_crd_shapes(cfg: CfgNode, student, teacher) -> None:
+    """The embeddings' input sizes are the models' pooled features: a mismatch would fail deep inside a
+    forward pass, so it is a one-line error here, with the values that fit."""
+    from mdistiller_ext.errors import UserError
+
+    size = 224 if cfg.DATASET.TYPE == "imagenet" else 32
+    want = crd_settings(forward_shapes(student, size), forward_shapes(teacher, size))
+    wrong = [f"CRD.FEAT.{k} {cfg.CRD.FEAT[k]} (expected {v})" for k, v in want.items() if cfg.CRD.FEAT[k] != v]
+    if wrong:
+        raise UserError(f"config CRD.FEAT does not fit {cfg.DISTILLER.TEACHER} -> {cfg.DISTILLER.STUDENT}: {'; '.join(wrong)}; "
+                        "use the shipped configs/<dataset>/crd/<pair>.yaml, whose sizes are derived from the models")
+
+
 def check_config(cfg: CfgNode, standalone_engine: bool) -> None:
     if standalone_engine and cfg.SOLVER.TRAINER not in ("crd", "base"):
         from mdistiller_ext.errors import UserError
@@ -107,6 +120,7 @@ def check_config(cfg: CfgNode, standalone_engine: bool) -> None:
 
 @register_method("CRD", summary="contrastive representation distillation: embeddings, a memory bank, NCE",
                  recipe=recipe, host_provides=True, needs_num_data=True, host_data=True, check_config=check_config,
+                 check_models=check_crd_shapes,
                  rules=(("CRD.FEAT.DIM", POSITIVE), ("CRD.NCE.K", POSITIVE), ("CRD.NCE.TEMPERATURE", POSITIVE),
                         ("CRD.NCE.MOMENTUM", NON_NEGATIVE), ("CRD.LOSS.CE_WEIGHT", NON_NEGATIVE),
                         ("CRD.LOSS.FEAT_WEIGHT", NON_NEGATIVE), ("CRD.MODE", one_of(MODES))))
