@@ -174,7 +174,9 @@ def test_cifar100_study_configs_are_what_make_configs_writes_and_change_only_doc
                "kd": common, "dhkd": common, "dkd": common | {"DKD.WARMUP"}, "aekt": common | {"AEKT.WARMUP"},
                "dhkd_one_head_bkl": common | {"DHKD.HEAD", "DHKD.LOSS"},
                "dhkd_one_head_bkl_norm": common | {"DHKD.HEAD", "DHKD.LOSS"},
-               "dhkd_align": common | {"SOLVER.TRAINER"}, "reviewkd": common | {"REVIEWKD.WARMUP_EPOCHS"}}
+               "dhkd_align": common | {"SOLVER.TRAINER"}, "reviewkd": common | {"REVIEWKD.WARMUP_EPOCHS"},
+               "crd": common, "dist": common, "ttm": common,
+               "kd_logit_stand": common | {"KD.LOGIT_STAND", "KD.TEMPERATURE", "KD.LOSS.KD_WEIGHT"}}
     assert set(make.CONFIGS) == set(allowed)
     for name, (shipped, _, _) in make.CONFIGS.items():
         path = STUDY100 / "configs" / f"{name}.yaml"
@@ -197,6 +199,9 @@ def test_cifar100_study_sweep_plans_seed_by_seed_and_its_claims_page_is_what_the
     assert len(runs) == 5 * 5 + 4 * 3
     assert [r.seed for r in runs[:9]] == [0] * 9 and [r.seed for r in runs[-10:]] == [3] * 5 + [4] * 5
     assert all(r.run_dir.startswith("docs/cifar100_study/runs/") for r in runs)
+    baselines = sweep.plan_configs(yaml.safe_load((STUDY100 / "sweep_baselines.yaml").read_text())["runs"])
+    assert [r.name for r in baselines] == ["crd,resnet20,resnet8", "kd_logit_stand,resnet20,resnet8",
+                                           "dist,resnet20,resnet8", "ttm,resnet20,resnet8"]
     claims = _study100("claims")
     assert claims.report() == (STUDY100 / "claims.md").read_text()
     # every claim names arms the sweep runs

@@ -40,6 +40,12 @@ CONFIGS: Dict[str, Tuple[str, str, dict]] = {
     "dhkd_align": ("dhkd/res20_res8", "dhkd_align,resnet20,resnet8", {**STUDENT, "SOLVER": {"TRAINER": "align"}}),
     "reviewkd": ("reviewkd/res20_res8", "reviewkd,resnet20,resnet8",
                  {**STUDENT, "REVIEWKD": {"WARMUP_EPOCHS": REVIEWKD_WARMUP}}),
+    # the baselines' single-seed rows (sweep_baselines.yaml), after the study's own runs
+    "crd": ("crd/res20_res8", "crd,resnet20,resnet8", STUDENT),
+    "kd_logit_stand": ("kd/res20_res8", "kd_logit_stand,resnet20,resnet8",
+                       {**STUDENT, "KD": {"LOGIT_STAND": True, "TEMPERATURE": 2, "LOSS": {"KD_WEIGHT": 9.0}}}),
+    "dist": ("dist/res20_res8", "dist,resnet20,resnet8", STUDENT),
+    "ttm": ("ttm/res20_res8", "ttm,resnet20,resnet8", STUDENT),
 }
 
 HEADER = ("# CIFAR-100 study (docs/cifar100_study/README.md): configs/cifar100/{shipped}.yaml with the study's changes,\n"
