@@ -101,9 +101,14 @@ def test_student_reports_and_records_its_teacher(work):
     ("dhkd", {"DHKD": {"HEAD": "nonlinear"}, "SOLVER": {"TRAINER": "align"}}),
     ("aekt", {"AEKT": {"SERIAL": "kd_then_cls"}}),
     ("kd", {}), ("dkd", {}),
+    # the baselines of issue 28 from their generated configs (CRD: its embedding sizes for a resnet8 teacher)
+    ("kd", {"KD": {"LOGIT_STAND": True, "TEMPERATURE": 2, "LOSS": {"KD_WEIGHT": 9.0}}}),
+    ("dist", {}), ("ttm", {}), ("wttm", {}),
+    ("crd", {"CRD": {"NCE": {"K": 32}}}),
 ])
 def test_distillation_run_outputs(work, method, extra):
-    tag = f"{method}-{len(extra)}-{extra.get('SOLVER', {}).get('TRAINER', '')}{extra.get('AEKT', {}).get('SERIAL', '')}"
+    tag = (f"{method}-{len(extra)}-{extra.get('SOLVER', {}).get('TRAINER', '')}{extra.get('AEKT', {}).get('SERIAL', '')}"
+           f"{'-ls' if extra.get('KD', {}).get('LOGIT_STAND') else ''}")
     cfg = write_cfg(work, f"{tag}.yaml", f"cifar10/{method}/res20_res8.yaml",
                     merge({"DISTILLER": {"TEACHER": "resnet8"}, "SOLVER": {"EPOCHS": 1, "BATCH_SIZE": 16},
                            "EXPERIMENT": {"TAG": tag}}, extra))
