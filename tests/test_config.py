@@ -179,6 +179,7 @@ def test_an_unknown_key_is_matched_in_its_own_node_first():
     assert unread_keys(cfg, ["KD.TEMPERATURE", "4", "DHKD.T", "3", "SOLVER.EPOCHS", "2"]) == ["KD.TEMPERATURE"]
 
 
+@pytest.mark.slow
 def test_another_methods_node_in_the_config_file_is_said_by_training_and_by_check(tmp_path):
     """A DHKD config that also sets KD.TEMPERATURE (never read): one warning line, in a run and in --check;
     another method's node at its default values (a full dump of a config) says nothing."""
@@ -202,6 +203,7 @@ def test_another_methods_node_in_the_config_file_is_said_by_training_and_by_chec
     assert r.stderr.count("warning: KD.TEMPERATURE is set, but DISTILLER.TYPE DHKD does not read the KD node") == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", ["cifar10/kd/res56_res20", "cifar100/dhkd/res56_res20", "cifar100/dkd/res110_res32"])
 def test_check_with_a_random_teacher_prints_losses_of_a_sensible_size(tmp_path, config):
     """The stand-in teacher's BatchNorm statistics come from a batch: its logits are a trained network's size
