@@ -131,6 +131,17 @@ def test_scores_are_fp32_under_bf16_autocast():
     assert out_s.dtype == out_t.dtype == torch.float32
 
 
+def _prepared():
+    """The distiller in training mode with BatchNorm on its running statistics (samples independent of how the
+    batch is split across processes), and the batch."""
+    d, _ = _crd()
+    d.train()
+    for m in d.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.eval()
+    return (d, *_batch())
+
+
 def _worker(rank, world, init, out):
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
@@ -138,12 +149,7 @@ def _worker(rank, world, init, out):
     from mdistiller_ext.engine.step import StepSetup, forward_backward
 
     dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world)
-    d, _ = _crd()
-    x, y, index, contrast = _batch()
-    d.train()
-    for m in d.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.eval()
+    d, x, y, index, contrast = _prepared()
     half = slice(rank * 3, rank * 3 + 3)
     forward_backward(DDP(d), x[half], y[half], 1, StepSetup(list(d.get_learnable_parameters())),
                      extra={"index": index[half], "contrastive_index": contrast[half]})
@@ -164,12 +170,7 @@ def test_two_processes_keep_one_memory_and_the_global_batchs_gradients(tmp_path)
     out = tmp_path / "state.pt"
     mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(out)), nprocs=2, join=True)
     multi = torch.load(out, weights_only=True)
-    d, _ = _crd()
-    x, y, index, contrast = _batch()
-    d.train()
-    for m in d.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.eval()
+    d, x, y, index, contrast = _prepared()
     forward_backward(d, x, y, 1, StepSetup(list(d.get_learnable_parameters())),
                      extra={"index": index, "contrastive_index": contrast})
     for key, value in d.memory.state_dict().items():

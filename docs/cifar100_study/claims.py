@@ -18,8 +18,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
 from mdistiller_ext.reporting import aggregate  # noqa: E402
-from mdistiller_ext.reporting.claims import (Claim, arms_table, claims_table, fmt, probe_lines, run_lines,  # noqa: E402
-                                             study_runs)
+from mdistiller_ext.reporting.claims import (Claim, arm_values, arms_table, claims_table, fmt, probe_lines,  # noqa: E402
+                                             run_lines, study_runs, write_page)
 
 RUNS = os.path.join(HERE, "runs")
 CIFAR10_RUNS = os.path.join(os.path.dirname(HERE), "cifar10_study", "runs")
@@ -52,14 +52,9 @@ def finished_runs(folder: str = RUNS) -> Dict[str, List[aggregate.RunResult]]:
     return study_runs([(folder, "")], ARMS)
 
 
-def values(runs: Dict[str, List[aggregate.RunResult]]):
-    return ({a: [r.best_top1 for r in rs] for a, rs in runs.items()},
-            {a: [r.last_top1 for r in rs] for a, rs in runs.items()})
-
-
 def side_by_side(c100: Dict[str, List[aggregate.RunResult]], c10: Dict[str, List[aggregate.RunResult]]) -> List[str]:
     """Every arm both studies ran, CIFAR-10 beside CIFAR-100, and each arm's gain over its CE-only student."""
-    (b100, l100), (b10, l10) = values(c100), values(c10)
+    (b100, l100), (b10, l10) = arm_values(c100), arm_values(c10)
 
     def gain(best: Dict[str, List[float]], arm: str) -> str:
         base = "CE-only student"
@@ -82,7 +77,7 @@ def side_by_side(c100: Dict[str, List[aggregate.RunResult]], c10: Dict[str, List
 def report() -> str:
     """claims.md's text, from the finished runs."""
     runs = finished_runs()
-    best, last = values(runs)
+    best, last = arm_values(runs)
     lines = ["# CIFAR-100 study: the claims, as far as the finished runs go", "",
              "Test top-1 (%) on CIFAR-100's 10,000 test images, of the best epoch (as the host and the papers report it; "
              "that epoch is chosen on the test set) and of the last epoch (chosen by nothing). Each claim (written down "
@@ -104,13 +99,7 @@ def report() -> str:
 
 
 def main() -> int:
-    text = report()
-    path = os.path.join(HERE, "claims.md")
-    with open(path, "w") as f:
-        f.write(text)
-    print(text, end="")
-    print(f"written to {path}")
-    return 0
+    return write_page(HERE, report())
 
 
 if __name__ == "__main__":

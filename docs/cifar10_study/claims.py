@@ -17,8 +17,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
 from mdistiller_ext.reporting import aggregate  # noqa: E402
-from mdistiller_ext.reporting.claims import (Claim, arms_table, claims_table, probe_lines, run_lines,  # noqa: E402
-                                             study_runs)
+from mdistiller_ext.reporting.claims import (Claim, arm_values, arms_table, claims_table, probe_lines,  # noqa: E402
+                                             run_lines, study_runs, write_page)
 
 RUNS = os.path.join(HERE, "runs")
 # the first round's DKD and AEKT runs, which had no warm-up: evidence of what that did, never pooled with RUNS
@@ -60,12 +60,6 @@ CLAIMS = [
 ]
 
 
-def arm_values(runs: Dict[str, List[aggregate.RunResult]]):
-    """(best-epoch, last-epoch) top-1 per arm, run by run in the same order."""
-    return ({arm: [r.best_top1 for r in rs] for arm, rs in runs.items()},
-            {arm: [r.last_top1 for r in rs] for arm, rs in runs.items()})
-
-
 def report() -> str:
     """claims.md's text, from the finished runs."""
     runs = finished_runs()
@@ -88,13 +82,7 @@ def report() -> str:
 
 
 def main() -> int:
-    text = report()
-    path = os.path.join(HERE, "claims.md")
-    with open(path, "w") as f:
-        f.write(text)
-    print(text, end="")
-    print(f"written to {path}")
-    return 0
+    return write_page(HERE, report())
 
 
 if __name__ == "__main__":

@@ -119,6 +119,22 @@ def arms_table(best: Dict[str, List[float]], last: Dict[str, List[float]]) -> Li
     return lines
 
 
+def arm_values(runs: Dict[str, List[aggregate.RunResult]]) -> Tuple[Dict[str, List[float]], Dict[str, List[float]]]:
+    """(best-epoch, last-epoch) test top-1 per arm, run by run in the same order."""
+    return ({arm: [r.best_top1 for r in rs] for arm, rs in runs.items()},
+            {arm: [r.last_top1 for r in rs] for arm, rs in runs.items()})
+
+
+def write_page(folder: str, text: str) -> int:
+    """A study script's main: claims.md written into its folder, and shown."""
+    path = os.path.join(folder, "claims.md")
+    with open(path, "w") as f:
+        f.write(text)
+    print(text, end="")
+    print(f"written to {path}")
+    return 0
+
+
 def study_runs(folders: Sequence[Tuple[str, str]], arms: Dict[str, str]) -> Dict[str, List[aggregate.RunResult]]:
     """A study's finished runs by arm: ``folders`` are (folder, label suffix) pairs (a suffix keeps a round of
     runs apart from another, e.g. " (no warm-up)"), ``arms`` maps a config TAG to the arm's name."""
