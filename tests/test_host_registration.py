@@ -81,7 +81,7 @@ print(json.dumps({
     "align_is_base": issubclass(trainer_dict["align"], BaseTrainer),
     "dhkd_is_host": issubclass(distiller_dict["DHKD"], Distiller),
     "aekt_is_host": issubclass(distiller_dict["AEKT"], Distiller),
-    "nodes": [n for n in ("DHKD", "AEKT", "EXT") if n in CFG],
+    "nodes": [n for n in ("DHKD", "AEKT", "DIST", "TTM", "WTTM", "EXT") if n in CFG],
     "dhkd_t": CFG.DHKD.T, "kd_untouched": distiller_dict["KD"].__module__,
     "losses": sorted(losses),
 }))
@@ -99,10 +99,11 @@ def test_import_registers_into_host(tmp_path):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["has_host"] is True
-    assert out["keys"] == ["AEKT", "DHKD", "KD", "NONE"]
+    # every method of this project's own is registered into the host; CRD, DKD, ReviewKD are the real host's own
+    assert out["keys"] == ["AEKT", "DHKD", "DIST", "KD", "NONE", "TTM", "WTTM"]
     assert out["trainers"] == ["align", "base"]
     assert out["align_is_base"] and out["dhkd_is_host"] and out["aekt_is_host"]
-    assert out["nodes"] == ["DHKD", "AEKT", "EXT"]
+    assert out["nodes"] == ["DHKD", "AEKT", "DIST", "TTM", "WTTM", "EXT"]
     assert out["dhkd_t"] == 3.0
     assert out["kd_untouched"] == "mdistiller.distillers"
     assert out["losses"] == ["loss_ce", "loss_kd"]

@@ -99,11 +99,18 @@ def test_sync_bn_is_refused_where_torch_cannot_run_it():
     assert resolve(cfg_with(SYNC_BN=True), Machine((H100, H100)), world_size=2).device == torch.device("cuda", 0)
 
 
-def test_auto_takes_mdistillers_trainers_only_for_a_method_only_they_run():
+def test_auto_takes_mdistillers_trainers_only_for_a_method_only_they_run(monkeypatch):
+    from mdistiller_ext import registry
+
     cfg = cfg_with()
-    cfg.DISTILLER.TYPE = "CRD"
+    cfg.DISTILLER.TYPE = "CRD"  # this engine's CRD since issue 28: auto trains it here, on any device
+    assert resolve(cfg, Machine((H100,), True)).route == "ext" and resolve(cfg, Machine()).route == "ext"
+    # a registered method without a class of this project's that needs mdistiller's loaders runs only there
+    only_host = registry.Method("ONLYHOST", None, slug="onlyhost", host_provides=True, host_data=True)
+    monkeypatch.setitem(registry._METHODS, "ONLYHOST", only_host)
+    cfg.DISTILLER.TYPE = "ONLYHOST"
     assert resolve(cfg, Machine((H100,), True)).route == "host"
-    with pytest.raises(UserError, match="CRD"):
+    with pytest.raises(UserError, match="ONLYHOST runs only through mdistiller's own trainer"):
         resolve(cfg, Machine())
 
 
