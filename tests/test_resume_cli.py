@@ -182,14 +182,37 @@ def test_ctrl_c_while_checkpoints_are_written_lands_after_them():
 
     from mdistiller_ext.atomic import interrupts_deferred
 
+    # A suite started in the background by a non-interactive shell inherits SIGINT ignored (then a
+    # deferred Ctrl-C is rightly dropped): this test starts from Python's own handler, as a terminal does.
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
     written = []
-    with pytest.raises(KeyboardInterrupt):
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts_deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.1)  # a SIGINT arriving now waits ...
+                written.append("checkpoint")
+            time.sleep(1.0)  # ... and is delivered once the block is done
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert written == ["checkpoint"]
+
+
+def test_a_deferred_ctrl_c_stays_ignored_where_sigint_was_ignored():
+    import signal
+    import time
+
+    from mdistiller_ext.atomic import interrupts_deferred
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
         with interrupts_deferred():
             os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.1)  # a SIGINT arriving now waits ...
-            written.append("checkpoint")
-        time.sleep(1.0)  # ... and is delivered once the block is done
-    assert written == ["checkpoint"]
+            time.sleep(0.1)
+        time.sleep(0.2)
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 @pytest.mark.parametrize("pad", range(0, 40, 3))
