@@ -95,6 +95,12 @@ def test_holm_adjustment_and_the_verdicts_follow_the_adjusted_p():
     assert got[1].verdict == "supported" and got[1].p <= got[1].p_holm <= 4 * got[1].p  # four tests in the family
     assert got[2].verdict == "contradicted (it hurts)" and got[3].verdict == "contradicted"
     assert got[4].missing == "not run yet" and got[4].verdict == "-"
+    # one run of an arm is no test, however tight the other arm's seeds (they had decided claims before)
+    tight = {"one": [49.39], "pair": [48.45, 48.47], "far": [80.0, 80.5, 81.0], "b": [70.0, 70.5, 71.0]}
+    lone, other = assess(tight, [Claim("3b", "", "one", "pair", -1), Claim("2", "", "far", "b", 1)])
+    assert lone.p is None and lone.missing == "an arm with one run" and lone.verdict == "not resolved"
+    assert lone.d == pytest.approx(49.39 - 48.46)
+    assert other.p_holm == other.p  # the untested comparison stays out of the family
     # diagnostics are a family of their own: adding one does not weaken the claims
     alone = assess(values, [Claim("2", "", "far", "b", 1)])[0].p_holm
     beside = assess(values, [Claim("2", "", "far", "b", 1), Claim("d", "", "a", "b", 1, "diagnostics")])[0].p_holm

@@ -35,7 +35,7 @@ class Assessed:
     df: Optional[float] = None
     p: Optional[float] = None      # raw, two-sided
     p_holm: Optional[float] = None
-    missing: str = ""              # why there is no test ("not run yet", "one run each")
+    missing: str = ""              # why there is no test ("not run yet", "an arm with one run")
 
     @property
     def interval(self) -> Optional[tuple]:
@@ -66,7 +66,7 @@ def assess(values: Dict[str, List[float]], claims: Sequence[Claim]) -> List[Asse
             continue
         cmp = welch(values[c.a], values[c.b])
         if cmp is None:
-            out.append(Assessed(c, d=mean_std(values[c.a])[0] - mean_std(values[c.b])[0], missing="one run each"))
+            out.append(Assessed(c, d=mean_std(values[c.a])[0] - mean_std(values[c.b])[0], missing="an arm with one run"))
             continue
         d, se, df = cmp
         out.append(Assessed(c, d, se, df, two_sided_p(d, se, df)))
@@ -87,7 +87,7 @@ def _cell(a: Assessed) -> str:
     if a.missing == "not run yet":
         return "not run yet | - | - | -"
     if a.se is None:
-        return f"{a.d:+.2f} (one run each: no spread) | - | - | not resolved"
+        return f"{a.d:+.2f} (an arm with one run: no spread, no test) | - | - | not resolved"
     lo, hi = a.interval
     return f"{a.d:+.2f} [{lo:+.2f}, {hi:+.2f}] | {p_text(a.p)} | {p_text(a.p_holm)} | {a.verdict}"
 
