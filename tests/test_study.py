@@ -92,7 +92,8 @@ def test_holm_adjustment_and_the_verdicts_follow_the_adjusted_p():
     # a vs b: d = 1.5, Welch SE = 0.645, df 2.94: p = 0.10 raw, not resolved even before adjustment
     assert got[0].p == pytest.approx(0.1045, abs=1e-3) and got[0].verdict == "not resolved"
     assert got[0].interval[0] < 0 < got[0].interval[1]
-    assert got[1].verdict == "supported" and got[1].p <= got[1].p_holm <= 4 * got[1].p  # four tests in the family
+    # five comparisons in the family: the one not run yet counts too (as p = 1)
+    assert got[1].verdict == "supported" and got[1].p <= got[1].p_holm <= 5 * got[1].p
     assert got[2].verdict == "contradicted (it hurts)" and got[3].verdict == "contradicted"
     assert got[4].missing == "not run yet" and got[4].verdict == "-"
     # one run of an arm is no test, however tight the other arm's seeds (they had decided claims before)
@@ -100,7 +101,8 @@ def test_holm_adjustment_and_the_verdicts_follow_the_adjusted_p():
     lone, other = assess(tight, [Claim("3b", "", "one", "pair", -1), Claim("2", "", "far", "b", 1)])
     assert lone.p is None and lone.missing == "an arm with one run" and lone.verdict == "not resolved"
     assert lone.d == pytest.approx(49.39 - 48.46)
-    assert other.p_holm == other.p  # the untested comparison stays out of the family
+    # the untested comparison still counts in the family written down (as p = 1): two comparisons, not one
+    assert other.p_holm == pytest.approx(min(1.0, 2 * other.p))
     # diagnostics are a family of their own: adding one does not weaken the claims
     alone = assess(values, [Claim("2", "", "far", "b", 1)])[0].p_holm
     beside = assess(values, [Claim("2", "", "far", "b", 1), Claim("d", "", "a", "b", 1, "diagnostics")])[0].p_holm
@@ -213,3 +215,26 @@ def test_cifar100_study_sweep_plans_seed_by_seed_and_its_claims_page_is_what_the
     # every claim names arms the sweep runs
     arms = set(claims.ARMS.values())
     assert all(c.a in arms and c.b in arms for c in claims.CLAIMS)
+
+
+def test_claims_figure_draws_every_claim_that_has_runs_with_its_interval(tmp_path):
+    from PIL import Image
+
+    from mdistiller_ext.reporting.claims import Claim, assess, plot_claims
+
+    best = {"a": [71.0, 72.0, 73.0], "b": [70.0, 70.5, 71.0], "one": [69.0]}
+    last = {"a": [70.8, 71.9, 72.7], "b": [69.9, 70.5, 70.8], "one": [68.7]}
+    claims = [Claim("1", "", "a", "b", 1), Claim("2", "", "one", "b", -1), Claim("3", "", "a", "absent", 1)]
+    path = tmp_path / "claims.png"
+    drawn = plot_claims(best, last, claims, str(path), "a study")
+    with Image.open(path) as im:
+        assert im.size[0] == 1300 and im.size[1] > 300
+    # the claim not run yet is not drawn; the one-run arm is drawn without an interval; the drawn intervals are
+    # the page's (assessed on each epoch on its own)
+    assert [(c, e) for c, e, _, _ in drawn] == [("2", "best"), ("2", "last"), ("1", "best"), ("1", "last")]
+    by = {(c, e): (d, ci) for c, e, d, ci in drawn}
+    assert by[("2", "best")] == (pytest.approx(69.0 - 70.5), None)
+    for epoch, values in (("best", best), ("last", last)):
+        expected = assess(values, claims)[0]
+        assert by[("1", epoch)][0] == pytest.approx(expected.d)
+        assert by[("1", epoch)][1] == pytest.approx(expected.interval)

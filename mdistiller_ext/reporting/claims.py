@@ -4,7 +4,9 @@ Each claim compares two arms on the best-epoch test top-1 (what the host and the
 epoch is chosen on the test set) and on the last-epoch one (chosen by nothing): Welch's t-test, the
 difference of the means with its 95% interval, the raw two-sided p-value and Holm's adjustment within
 its family (a page's paper claims are one family, its diagnostics another; each epoch choice apart),
-and a verdict that follows the adjusted p-value: "supported" or "contradicted" only below 5%.
+and a verdict that follows the adjusted p-value: "supported" or "contradicted" only below 5%. An arm
+with a single run has no spread and gets no test; an untested comparison still counts in its family
+(as p = 1), so the family is the one written down however few runs have landed.
 """
 import os
 from dataclasses import dataclass
@@ -72,8 +74,11 @@ def assess(values: Dict[str, List[float]], claims: Sequence[Claim]) -> List[Asse
         out.append(Assessed(c, d, se, df, two_sided_p(d, se, df)))
     for family in dict.fromkeys(c.family for c in claims):
         members = [a for a in out if a.claim.family == family]
-        for a, adjusted in zip(members, holm([a.p for a in members])):
-            a.p_holm = adjusted
+        # the family is every comparison written down, tested or not: one without a test yet counts as p = 1, so
+        # a page with few runs adjusts as strictly as the finished one will (Holm over only the tests that could
+        # run would loosen the early verdicts)
+        for a, adjusted in zip(members, holm([1.0 if a.p is None else a.p for a in members])):
+            a.p_holm = adjusted if a.p is not None else None
     return out
 
 
@@ -100,6 +105,65 @@ def claims_table(best: Dict[str, List[float]], last: Dict[str, List[float]], cla
         c = b.claim
         lines.append(f"| ({c.label}) {c.text} | {c.a} vs {c.b} | {_cell(b)} | {_cell(l)} |")
     return lines
+
+
+VERDICT_COLOURS = {"supported": "tab:green", "contradicted": "tab:red", "contradicted (it hurts)": "tab:red"}
+
+
+def plot_claims(best: Dict[str, List[float]], last: Dict[str, List[float]], claims: Sequence[Claim], path: str,
+                title: str) -> List[Tuple[str, str, float, Optional[tuple]]]:
+    """claims.png: on the left every run of every arm (best epoch filled, last epoch hollow; a bar at each
+    mean), on the right each claim's difference with its 95% interval on both epochs (circle: best, square:
+    last), coloured by the verdict (grey: not resolved; hollow, without a bar: an arm with one run, no test).
+
+    The axes are zoomed to the numbers: differences of a fraction of a point, invisible on bars that start
+    at zero, are what the claims are about. Returns what the right panel drew, (claim, epoch, difference,
+    interval or None), in drawing order."""
+    from mdistiller_ext.reporting.aggregate import _plt
+
+    plt = _plt()
+    arms = sorted(best)
+    rows = [(b, l) for b, l in zip(assess(best, claims), assess(last, claims)) if b.missing != "not run yet"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 0.42 * max(len(arms), len(rows), 4) + 1.6), dpi=100,
+                                      gridspec_kw={"width_ratios": [1, 1.25]})
+    for y, arm in enumerate(arms):
+        for values, hollow, dy in ((best[arm], False, -0.12), (last.get(arm, []), True, 0.12)):
+            if not values:
+                continue
+            left.scatter(values, [y + dy] * len(values), s=22, marker="o",
+                         facecolors="none" if hollow else "tab:blue", edgecolors="tab:blue")
+            mean = sum(values) / len(values)
+            left.plot([mean, mean], [y + dy - 0.1, y + dy + 0.1], color="black", linewidth=1.5)
+    left.set_yticks(range(len(arms)))
+    left.set_yticklabels([f"{a} (n={len(best[a])})" for a in arms], fontsize=8)
+    left.invert_yaxis()  # arms read top-down in alphabetical order
+    left.set_xlabel("test top-1 (%)")
+    left.set_title("every run", fontsize=9)
+    left.grid(axis="x", alpha=0.3)
+    drawn: List[Tuple[str, str, float, Optional[tuple]]] = []
+    for y, pair in enumerate(reversed(rows)):
+        for a, epoch, dy, marker in ((pair[0], "best", 0.12, "o"), (pair[1], "last", -0.12, "s")):
+            colour = VERDICT_COLOURS.get(a.verdict, "grey")
+            ci = a.interval
+            if ci is not None:
+                right.plot(ci, [y + dy, y + dy], color=colour, linewidth=2)
+            right.scatter([a.d], [y + dy], s=26, marker=marker, facecolors=colour if ci is not None else "none",
+                          edgecolors=colour)
+            drawn.append((a.claim.label, epoch, a.d, ci))
+    right.axvline(0.0, color="black", linewidth=0.8)
+    right.set_yticks(range(len(rows)))
+    right.set_yticklabels([f"({b.claim.label}) {b.claim.a} vs {b.claim.b}" for b, _ in reversed(rows)], fontsize=8)
+    right.yaxis.tick_right()
+    right.set_xlabel("a minus b (points)")
+    right.set_title("every claim: the difference with its 95% interval", fontsize=9)
+    right.grid(axis="x", alpha=0.3)
+    fig.suptitle(f"{title}\nleft: best epoch filled, last epoch hollow, bar at the mean; right: circle best epoch, "
+                 "square last; green supported, red contradicted, grey not resolved (Holm-adjusted p); hollow: no test",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return drawn
 
 
 def fmt(xs: Sequence[float]) -> str:
