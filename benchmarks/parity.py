@@ -111,6 +111,9 @@ def main() -> None:
     args = p.parse_args()
     if len(args.set) % 2:
         raise SystemExit(f"error: --set takes KEY VALUE pairs, got {len(args.set)} words")
+    if len(set(args.seeds)) < 2:
+        raise SystemExit(f"error: --seeds needs two or more seeds (Welch's test needs each path's spread), "
+                         f"got {' '.join(map(str, args.seeds))}")
     if args.decay >= args.epochs:
         raise SystemExit(f"error: --decay {args.decay} must be below --epochs {args.epochs}")
     os.chdir(ROOT)  # run directories and --out are relative to the repository, as for tools/compare.py

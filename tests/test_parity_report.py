@@ -38,6 +38,13 @@ def test_welch_matches_hand_computation(parity):
     assert parity.welch_t([2.0, 2.0], [1.0, 1.0])[2] == math.inf
 
 
+def test_one_seed_is_refused_before_any_run(parity, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["parity.py", "--seeds", "0", "0"])
+    monkeypatch.setattr(parity, "run_path", lambda *a: pytest.fail("a run started"))
+    with pytest.raises(SystemExit, match="--seeds needs two or more seeds"):
+        parity.main()
+
+
 def test_report_verdicts(parity):
     same = {"on": [run(s, [30, 40 + s]) for s in range(3)], "off": [run(s, [31, 40.5 + s]) for s in range(3)]}
     text = parity.report(same)
