@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# The project's CPU queue, in its order: the CIFAR-100 study, its baselines' single-seed rows, then the
+# 240-epoch res56 -> res20 runs. Each sweep runs from a git worktree pinned at the commit it started from,
+# beside this checkout (so ../shared resolves as here): a change on main never reaches a run half-way.
+# Finished runs committed here are copied into a worktree before its sweep starts, so a fresh machine
+# skips them instead of running them again.
+#
+#   bash docs/cpu_queue.sh run      the sweeps one after the other; PYTHON names the interpreter (it needs
+#                                   mdistiller for the study's ReviewKD arm); stops at the first failure
+#   bash docs/cpu_queue.sh sync     finished runs' small outputs (worklog, config, runtime record, probe)
+#                                   copied into this checkout; the CIFAR-100 claims page regenerated
+#   bash docs/cpu_queue.sh status   every run of the queue: finished, or the epochs it has done
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PARENT=$(dirname "$ROOT")
+PY=${PYTHON:-python3}
+# worktree name, pinned commit, sweep file, the folder its runs land in
+QUEUE=(
+  "study100 e972a62 docs/cifar100_study/sweep.yaml docs/cifar100_study/runs"
+  "baselines100 55839bd docs/cifar100_study/sweep_baselines.yaml docs/cifar100_study/runs"
+  "res56_res20 55839bd docs/cifar100_res56_res20/sweep.yaml docs/cifar100_res56_res20"
+)
+SMALL=(worklog.txt config.yaml runtime.json grad_probe.csv)
+
+finished() { grep -q "^best_acc" "$1/worklog.txt" 2>/dev/null; }
+
+# copy the small outputs of every finished run under $1 into the same place under $2, unless finished there
+copy_finished() {
+  local from=$1 to=$2 log run rel
+  [ -d "$from" ] || return 0
+  while IFS= read -r log; do
+    run=$(dirname "$log")
+    finished "$run" || continue
+    rel=${run#"$from"/}
+    finished "$to/$rel" && continue
+    mkdir -p "$to/$rel"
+    for f in "${SMALL[@]}"; do
+      if [ -f "$run/$f" ]; then cp "$run/$f" "$to/$rel/$f"; fi
+    done
+    echo "  $rel"
+  done < <(find "$from" -name worklog.txt | sort)
+}
+
+worktree() {  # the pinned worktree of queue entry "$1 $2", created if missing, refused if moved
+  local name=$1 commit=$2 wt=$PARENT/$1
+  if [ ! -e "$wt" ]; then
+    git -C "$ROOT" worktree add --detach "$wt" "$commit" >&2
+  fi
+  local head
+  head=$(git -C "$wt" rev-parse HEAD)
+  if [ "$head" != "$(git -C "$ROOT" rev-parse "$commit^{commit}")" ]; then
+    echo "error: $wt is at ${head:0:7}, not at its pinned $commit; move it back (git -C $wt checkout $commit) or change the pin in docs/cpu_queue.sh" >&2
+    exit 1
+  fi
+  echo "$wt"
+}
+
+case "${1:-}" in
+  run)
+    for entry in "${QUEUE[@]}"; do
+      read -r name commit sweep runs <<< "$entry"
+      wt=$(worktree "$name" "$commit")
+      echo "== $name ($commit): $sweep; finished runs from $ROOT:"
+      copy_finished "$ROOT/$runs" "$wt/$runs"
+      (cd "$wt" && OMP_NUM_THREADS=1 "$PY" tools/compare.py --sweep "$sweep")
+    done
+    ;;
+  sync)
+    for entry in "${QUEUE[@]}"; do
+      read -r name commit sweep runs <<< "$entry"
+      [ -d "$PARENT/$name" ] || continue
+      echo "== $name: newly finished runs"
+      copy_finished "$PARENT/$name/$runs" "$ROOT/$runs"
+    done
+    "$PY" "$ROOT/docs/cifar100_study/claims.py" > /dev/null
+    ;;
+  status)
+    for entry in "${QUEUE[@]}"; do
+      read -r name commit sweep runs <<< "$entry"
+      echo "== $name ($commit): $sweep"
+      [ -d "$PARENT/$name/$runs" ] || { echo "  not started"; continue; }
+      while IFS= read -r log; do
+        run=$(dirname "$log")
+        if finished "$run"; then state="finished ($(grep '^best_acc' "$log" | tail -1 | tr '\t' ' '))"
+        else state="$(grep -c '^epoch' "$log") epochs done"; fi
+        echo "  ${run#"$PARENT/$name/$runs"/}: $state"
+      done < <(find "$PARENT/$name/$runs" -name worklog.txt | sort)
+    done
+    ;;
+  *)
+    echo "usage: bash docs/cpu_queue.sh run | sync | status" >&2
+    exit 2
+    ;;
+esac

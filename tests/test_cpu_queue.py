@@ -1,0 +1,81 @@
+"""docs/cpu_queue.sh: the CPU queue's sweeps, their pinned worktrees, and what sync and status read."""
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from mdistiller_ext.cli import sweep
+
+from .conftest import ROOT
+
+SCRIPT = ROOT / "docs" / "cpu_queue.sh"
+
+
+def queue():
+    text = SCRIPT.read_text()
+    body = re.search(r"QUEUE=\(\n(.*?)\n\)", text, re.S).group(1)
+    return [tuple(line.strip().strip('"').split()) for line in body.splitlines()]
+
+
+def test_queue_order_and_every_sweep_lands_where_the_script_looks():
+    entries = queue()
+    assert [e[0] for e in entries] == ["study100", "baselines100", "res56_res20"]  # the issues' order
+    for name, commit, sweep_file, runs in entries:
+        spec = yaml.safe_load((ROOT / sweep_file).read_text())
+        planned = sweep.plan_configs(spec["runs"])
+        assert planned and all(os.path.normpath(r.run_dir).startswith(runs + os.sep) for r in planned), name
+
+
+def test_pinned_commits_exist_and_hold_their_sweeps():
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    if subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--is-shallow-repository"], capture_output=True,
+                      text=True).stdout.strip() == "true":
+        pytest.skip("a shallow clone lacks the pinned commits")
+    for name, commit, sweep_file, _ in queue():
+        shown = subprocess.run(["git", "-C", str(ROOT), "show", f"{commit}:{sweep_file}"], capture_output=True, text=True)
+        assert shown.returncode == 0, f"{name}: {commit} has no {sweep_file}: {shown.stderr}"
+
+
+def fake_layout(tmp_path):
+    """A checkout beside a study100 worktree: one finished run, one half-way, one finished in both places."""
+    repo = tmp_path / "repo"
+    (repo / "docs").mkdir(parents=True)
+    shutil.copy(SCRIPT, repo / "docs" / "cpu_queue.sh")
+    runs = tmp_path / "study100" / "docs" / "cifar100_study" / "runs"
+    for name, epochs, done in (("kd,seed0", 15, True), ("dkd,seed1", 3, False), ("old", 15, True)):
+        (runs / name).mkdir(parents=True)
+        log = "# runtime: x\n" + "".join(f"-------------------------\nepoch: {e}\ntest_acc: 50.0\n"
+                                          for e in range(1, epochs + 1))
+        (runs / name / "worklog.txt").write_text(log + ("best_acc\t51.25\n" if done else ""))
+        (runs / name / "config.yaml").write_text(f"name: {name}\n")
+        (runs / name / "latest").write_text("a checkpoint, never copied")
+    kept = repo / "docs" / "cifar100_study" / "runs" / "old"
+    kept.mkdir(parents=True)
+    (kept / "worklog.txt").write_text("best_acc\t49.00\n")
+    return repo, kept
+
+
+def test_status_and_sync_on_a_fake_worktree(tmp_path):
+    repo, kept = fake_layout(tmp_path)
+    script = str(repo / "docs" / "cpu_queue.sh")
+    status = subprocess.run(["bash", script, "status"], capture_output=True, text=True)
+    assert status.returncode == 0, status.stderr
+    assert "kd,seed0: finished (best_acc 51.25)" in status.stdout and "dkd,seed1: 3 epochs done" in status.stdout
+    assert "baselines100" in status.stdout and "not started" in status.stdout
+    # PYTHON=true: the claims page's regeneration is the study's own test; here only the copying
+    synced = subprocess.run(["bash", script, "sync"], capture_output=True, text=True, env=dict(os.environ, PYTHON="true"))
+    assert synced.returncode == 0, synced.stderr
+    copied = repo / "docs" / "cifar100_study" / "runs" / "kd,seed0"
+    assert sorted(p.name for p in copied.iterdir()) == ["config.yaml", "worklog.txt"]  # no checkpoint
+    assert not (repo / "docs" / "cifar100_study" / "runs" / "dkd,seed1").exists()  # unfinished: not copied
+    assert kept.joinpath("worklog.txt").read_text() == "best_acc\t49.00\n"  # finished here already: untouched
+    assert "kd,seed0" in synced.stdout and "old" not in synced.stdout.split()
+
+
+def test_unknown_command_says_how_to_use_it():
+    out = subprocess.run(["bash", str(SCRIPT), "go"], capture_output=True, text=True)
+    assert out.returncode == 2 and "usage: bash docs/cpu_queue.sh run | sync | status" in out.stderr
