@@ -529,3 +529,28 @@ def test_published_numbers_of_the_new_baselines_and_of_an_ablation_with_its_own(
     assert rows[0].reference == 76.62 and rows[0].source == "lskd_readme"
     other = write_run_from_config(tmp_path, "ce", "configs/cifar100/dhkd/ablations/res32x4_res8x4/ce_only.yaml", 73.0)
     assert aggregate.summarize([aggregate.read_run(str(other))], refs)[0].reference is None
+
+
+def test_every_run_with_its_teacher_cache_hits_and_cost_finished_or_not(tmp_path):
+    """The per-run table of comparison.md: a long run half-way shows how far it got and what it cost so far."""
+    def run(name, seed, epochs, expected, hits, finished, cost, teacher):
+        d = tmp_path / "p" / name
+        d.mkdir(parents=True)
+        text = "".join(epoch_block(e, 0.05, {"test_acc": 50.0 + e, **({"teacher_cache_hit": hits[e - 1]} if hits else {})})
+                       for e in range(1, epochs + 1))
+        (d / "worklog.txt").write_text(text + (best_line(50.0 + epochs) if finished else ""))
+        (d / "config.yaml").write_text(yaml.safe_dump(cfg("kd", "resnet56", "resnet20", seed, expected)))
+        (d / "runtime.json").write_text(json.dumps({"teacher": teacher, "cost": cost}))
+        return aggregate.read_run(str(d))
+
+    teacher = {"path": "../shared/teachers/cifar100/resnet56.pth", "test_acc": 72.61}
+    done = run("kd0", 0, 2, 2, [0.0, 50.0], True, [{"epochs": [1, 2], "wall_s": 7200.0, "cpu_s": 5400.0}], teacher)
+    half = run("kd1", 1, 3, 240, None, False, [{"epochs": [2, 3], "wall_s": 360.0, "cpu_s": 180.0}], "t.pth")
+    lines = aggregate.run_records([half, done])
+    assert lines[-2:] == [
+        "| kd0 | 0 | 2/2 | 52.00 (2) | 52.00 | resnet56.pth (72.61) | 25.0% | 1.50 | 2.00 |",
+        "| kd1 | 1 | 3/240 | 53.00 (3) | 53.00 | t.pth | - | 0.05 (1 epoch not recorded) | 0.10 (1 epoch not recorded) |"]
+    # and the comparison page carries it, the unfinished run included
+    row, = aggregate.summarize([done], reference.load())
+    text = aggregate.write_markdown([row], [half], reference.load(), str(tmp_path / "c.md"))
+    assert lines[-1] in text and lines[-2] in text

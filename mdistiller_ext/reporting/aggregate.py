@@ -329,6 +329,7 @@ def write_markdown(rows: Sequence[Row], others: Sequence[RunResult], refs: Refer
     used = sorted({r.source for r in rows if r.source})
     for key in used:
         lines.append(f"- `{key}`: {refs.sources[key]}")
+    lines += [""] + run_records([run for r in rows + teachers for run in r.runs] + list(others))
     if others:
         lines += ["", "Runs left out (not finished):", ""]
         lines += [f"- {r.status}: {r.path} ({len(r.epochs)} of {r.expected_epochs or '?'} epochs logged)" for r in others]
@@ -336,6 +337,40 @@ def write_markdown(rows: Sequence[Row], others: Sequence[RunResult], refs: Refer
     with open(path, "w") as f:
         f.write(text)
     return text
+
+
+def _teacher_cell(data: Dict) -> str:
+    teacher = data.get("teacher")
+    if isinstance(teacher, dict):
+        acc = teacher.get("test_acc")
+        return os.path.basename(str(teacher.get("path", "?"))) + (f" ({acc:.2f})" if isinstance(acc, (int, float)) else "")
+    return os.path.basename(str(teacher)) if teacher else "-"
+
+
+def run_records(runs: Sequence[RunResult]) -> List[str]:
+    """Every run of a report, finished or not: how far it got, the teacher file it learned from, the share of
+    teacher logits it read from the cache, and what it cost, from its worklog and runtime.json."""
+    lines = ["Every run (teacher: the file and its recorded test top-1; cache hits: the share of teacher logits read "
+             "from the teacher-logit cache, mean over the run's epochs, '-' where the teacher ran live; CPU and wall "
+             "hours: the process's, over the epochs its runtime.json records):", "",
+             "| run | seed | epochs | best top-1 (epoch) | last top-1 | teacher | cache hits | CPU hours | wall hours |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(runs, key=lambda r: (r.dataset, r.pair, r.method, r.tag, -1 if r.seed is None else r.seed)):
+        data = provenance.read(r.path) or {}
+        hits = [e["teacher_cache_hit"] for e in r.epochs.values() if "teacher_cache_hit" in e]
+        cost = provenance.cost_of(data)
+        if cost is None:
+            cpu = wall = "not recorded"
+        else:
+            missing = len(set(r.epochs) - cost["epochs"])
+            note = f" ({missing} epoch{'s' if missing > 1 else ''} not recorded)" if missing else ""
+            cpu, wall = f"{cost['cpu_s'] / 3600:.2f}{note}", f"{cost['wall_s'] / 3600:.2f}{note}"
+        best = "-" if r.best_top1 is None else f"{r.best_top1:.2f} ({r.best_epoch})"
+        last = "-" if r.last_top1 is None else f"{r.last_top1:.2f}"
+        lines.append(f"| {r.tag or os.path.basename(r.path)} | {r.seed if r.seed is not None else '-'} | "
+                     f"{len(r.epochs)}/{r.expected_epochs or '?'} | {best} | {last} | {_teacher_cell(data)} | "
+                     f"{f'{sum(hits) / len(hits):.1f}%' if hits else '-'} | {cpu} | {wall} |")
+    return lines
 
 
 def write_csv(rows: Sequence[Row], path: str) -> None:
