@@ -8,29 +8,33 @@
 #   bash docs/cpu_queue.sh run      the sweeps one after the other; PYTHON names the interpreter (it needs
 #                                   mdistiller for the study's ReviewKD arm); stops at the first failure
 #   bash docs/cpu_queue.sh sync     finished runs' small outputs (worklog, config, runtime record, probe)
-#                                   copied into this checkout; the CIFAR-100 claims page regenerated
+#                                   copied into this checkout, and the long runs' so far; the CIFAR-100
+#                                   claims page and the 240-epoch runs' comparison regenerated
 #   bash docs/cpu_queue.sh status   every run of the queue: finished, or the epochs it has done
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PARENT=$(dirname "$ROOT")
 PY=${PYTHON:-python3}
-# worktree name, pinned commit, sweep file, the folder its runs land in
+# worktree name, pinned commit, sweep file, the folder its runs land in, what sync copies (finished runs, or
+# every run: a 240-epoch run spans sessions, and how far it got is committed at each session's end)
 QUEUE=(
-  "study100 e972a62 docs/cifar100_study/sweep.yaml docs/cifar100_study/runs"
-  "baselines100 55839bd docs/cifar100_study/sweep_baselines.yaml docs/cifar100_study/runs"
-  "res56_res20 55839bd docs/cifar100_res56_res20/sweep.yaml docs/cifar100_res56_res20"
+  "study100 e972a62 docs/cifar100_study/sweep.yaml docs/cifar100_study/runs finished"
+  "baselines100 55839bd docs/cifar100_study/sweep_baselines.yaml docs/cifar100_study/runs finished"
+  "res56_res20 55839bd docs/cifar100_res56_res20/sweep.yaml docs/cifar100_res56_res20 every"
 )
+LONG_RUNS=docs/cifar100_res56_res20
 SMALL=(worklog.txt config.yaml runtime.json grad_probe.csv)
 
 finished() { grep -q "^best_acc" "$1/worklog.txt" 2>/dev/null; }
 
-# copy the small outputs of every finished run under $1 into the same place under $2, unless finished there
-copy_finished() {
-  local from=$1 to=$2 log run rel
+# copy the small outputs of every finished run (with $3 = every: every run) under $1 into the same place
+# under $2, unless finished there
+copy_runs() {
+  local from=$1 to=$2 which=${3:-finished} log run rel
   [ -d "$from" ] || return 0
   while IFS= read -r log; do
     run=$(dirname "$log")
-    finished "$run" || continue
+    finished "$run" || [ "$which" = every ] || continue
     rel=${run#"$from"/}
     finished "$to/$rel" && continue
     mkdir -p "$to/$rel"
@@ -58,25 +62,28 @@ worktree() {  # the pinned worktree of queue entry "$1 $2", created if missing, 
 case "${1:-}" in
   run)
     for entry in "${QUEUE[@]}"; do
-      read -r name commit sweep runs <<< "$entry"
+      read -r name commit sweep runs _ <<< "$entry"
       wt=$(worktree "$name" "$commit")
       echo "== $name ($commit): $sweep; finished runs from $ROOT:"
-      copy_finished "$ROOT/$runs" "$wt/$runs"
+      copy_runs "$ROOT/$runs" "$wt/$runs"
       (cd "$wt" && OMP_NUM_THREADS=1 "$PY" tools/compare.py --sweep "$sweep")
     done
     ;;
   sync)
     for entry in "${QUEUE[@]}"; do
-      read -r name commit sweep runs <<< "$entry"
+      read -r name commit sweep runs which <<< "$entry"
       [ -d "$PARENT/$name" ] || continue
-      echo "== $name: newly finished runs"
-      copy_finished "$PARENT/$name/$runs" "$ROOT/$runs"
+      echo "== $name: runs copied ($which)"
+      copy_runs "$PARENT/$name/$runs" "$ROOT/$runs" "$which"
     done
     "$PY" "$ROOT/docs/cifar100_study/claims.py" > /dev/null
+    if [ -n "$(find "$ROOT/$LONG_RUNS" -mindepth 2 -name worklog.txt -print -quit)" ]; then
+      (cd "$ROOT" && "$PY" tools/compare.py --runs "$LONG_RUNS" --out "$LONG_RUNS" --replace-report > /dev/null)
+    fi
     ;;
   status)
     for entry in "${QUEUE[@]}"; do
-      read -r name commit sweep runs <<< "$entry"
+      read -r name commit sweep runs _ <<< "$entry"
       echo "== $name ($commit): $sweep"
       [ -d "$PARENT/$name/$runs" ] || { echo "  not started"; continue; }
       while IFS= read -r log; do

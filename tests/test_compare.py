@@ -554,3 +554,17 @@ def test_every_run_with_its_teacher_cache_hits_and_cost_finished_or_not(tmp_path
     row, = aggregate.summarize([done], reference.load())
     text = aggregate.write_markdown([row], [half], reference.load(), str(tmp_path / "c.md"))
     assert lines[-1] in text and lines[-2] in text
+
+
+def test_a_folder_of_runs_half_way_gets_a_page_of_how_far_each_got(tmp_path):
+    d = tmp_path / "runs" / "p" / "dhkd,resnet56,resnet20"
+    d.mkdir(parents=True)
+    (d / "worklog.txt").write_text(epoch_block(1, 0.05, {"test_acc": 20.0}) + epoch_block(2, 0.05, {"test_acc": 31.5}))
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg("dhkd", "resnet56", "resnet20", 0, 240)))
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "compare.py"), "--runs", str(tmp_path / "runs"),
+                        "--out", str(tmp_path / "report")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    page = (tmp_path / "report" / "comparison.md").read_text()
+    assert page.startswith("No run has finished yet.")
+    assert "| dhkd,resnet56,resnet20 | 0 | 2/240 | 31.50 (2) | 31.50 | - | - | not recorded | not recorded |" in page
+    assert "incomplete: " in page and not (tmp_path / "report" / "bars.png").exists()

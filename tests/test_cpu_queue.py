@@ -23,7 +23,8 @@ def queue():
 def test_queue_order_and_every_sweep_lands_where_the_script_looks():
     entries = queue()
     assert [e[0] for e in entries] == ["study100", "baselines100", "res56_res20"]  # the issues' order
-    for name, commit, sweep_file, runs in entries:
+    assert [e[4] for e in entries] == ["finished", "finished", "every"]  # only the long runs' progress is copied
+    for name, commit, sweep_file, runs, _ in entries:
         spec = yaml.safe_load((ROOT / sweep_file).read_text())
         planned = sweep.plan_configs(spec["runs"])
         assert planned and all(os.path.normpath(r.run_dir).startswith(runs + os.sep) for r in planned), name
@@ -35,7 +36,7 @@ def test_pinned_commits_exist_and_hold_their_sweeps():
     if subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--is-shallow-repository"], capture_output=True,
                       text=True).stdout.strip() == "true":
         pytest.skip("a shallow clone lacks the pinned commits")
-    for name, commit, sweep_file, _ in queue():
+    for name, commit, sweep_file, _, _ in queue():
         shown = subprocess.run(["git", "-C", str(ROOT), "show", f"{commit}:{sweep_file}"], capture_output=True, text=True)
         assert shown.returncode == 0, f"{name}: {commit} has no {sweep_file}: {shown.stderr}"
 
@@ -53,6 +54,11 @@ def fake_layout(tmp_path):
         (runs / name / "worklog.txt").write_text(log + ("best_acc\t51.25\n" if done else ""))
         (runs / name / "config.yaml").write_text(f"name: {name}\n")
         (runs / name / "latest").write_text("a checkpoint, never copied")
+    long_run = tmp_path / "res56_res20" / "docs" / "cifar100_res56_res20" / "cifar100_dhkd" / "dhkd,seed0"
+    long_run.mkdir(parents=True)
+    (long_run / "worklog.txt").write_text("-------------------------\nepoch: 1\ntest_acc: 30.0\n")
+    (long_run / "runtime.json").write_text("{}")
+    (long_run / "latest").write_text("a checkpoint, never copied")
     kept = repo / "docs" / "cifar100_study" / "runs" / "old"
     kept.mkdir(parents=True)
     (kept / "worklog.txt").write_text("best_acc\t49.00\n")
@@ -74,6 +80,9 @@ def test_status_and_sync_on_a_fake_worktree(tmp_path):
     assert not (repo / "docs" / "cifar100_study" / "runs" / "dkd,seed1").exists()  # unfinished: not copied
     assert kept.joinpath("worklog.txt").read_text() == "best_acc\t49.00\n"  # finished here already: untouched
     assert "kd,seed0" in synced.stdout and "old" not in synced.stdout.split()
+    # a 240-epoch run half-way: its worklog and runtime record come along, its checkpoint does not
+    copied_long = repo / "docs" / "cifar100_res56_res20" / "cifar100_dhkd" / "dhkd,seed0"
+    assert sorted(p.name for p in copied_long.iterdir()) == ["runtime.json", "worklog.txt"]
 
 
 def test_unknown_command_says_how_to_use_it():

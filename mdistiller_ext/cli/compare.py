@@ -92,10 +92,14 @@ def parse(argv=None):
 def report(results, refs, out: str, pool_runtimes: bool = False) -> None:
     rows = aggregate.summarize(results, refs, pool_runtimes)
     others = [r for r in results if r.status != "finished"]
-    if not rows:  # nothing is written, not even the --out folder
-        raise UserError("no finished runs to compare" + (f"; {len(others)} unfinished" if others else ""))
+    if not rows and not others:  # nothing is written, not even the --out folder
+        raise UserError("no finished runs to compare")
     os.makedirs(out, exist_ok=True)
     text = aggregate.write_markdown(rows, others, refs, os.path.join(out, "comparison.md"))
+    if not rows:  # only runs half-way (e.g. the 240-epoch ones between sessions): how far each got, no table
+        print(text)
+        print(f"no run has finished: {out}/comparison.md lists how far each got")
+        return
     aggregate.write_csv(rows, os.path.join(out, "comparison.csv"))
     aggregate.plot_bars(rows, os.path.join(out, "bars.png"))
     aggregate.plot_curves(rows, lambda ds, pair: os.path.join(out, f"curves_{ds}_{pair}.png"))

@@ -310,8 +310,11 @@ def write_markdown(rows: Sequence[Row], others: Sequence[RunResult], refs: Refer
     teachers = [r for r in rows if r.method == "teacher"]
     rows = [r for r in rows if r.method != "teacher"]
     header = HEADER[:8] + VAL_HEADER + HEADER[8:] if _has_val(rows) else HEADER
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(rows)]
+    if rows:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(rows)]
+    else:  # long runs half-way: the page says how far each got
+        lines = ["No run has finished yet."]
     lines.append("")
     if teachers:
         lines += ["Teachers (vanilla training of the teacher networks):", "",
