@@ -549,7 +549,7 @@ def test_every_run_with_its_teacher_cache_hits_and_cost_finished_or_not(tmp_path
     lines = aggregate.run_records([half, done])
     assert lines[-2:] == [
         "| kd0 | 0 | 2/2 | 52.00 (2) | 52.00 | resnet56.pth (72.61) | 25.0% | 1.50 | 2.00 |",
-        "| kd1 | 1 | 3/240 | 53.00 (3) | 53.00 | t.pth | - | 0.05 (1 epoch not recorded) | 0.10 (1 epoch not recorded) |"]
+        "| kd1 | 1 | 3/240 | 53.00 (3) | 53.00 | t.pth | - | 0.05 (1 of 3 epochs not recorded) | 0.10 (1 of 3 epochs not recorded) |"]
     # and the comparison page carries it, the unfinished run included
     row, = aggregate.summarize([done], reference.load())
     text = aggregate.write_markdown([row], [half], reference.load(), str(tmp_path / "c.md"))

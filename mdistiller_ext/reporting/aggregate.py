@@ -350,6 +350,17 @@ def _teacher_cell(data: Dict) -> str:
     return os.path.basename(str(teacher)) if teacher else "-"
 
 
+def cost_cells(run: RunResult, data: Dict, unit_s: float, digits: int) -> Tuple[str, str]:
+    """(CPU, wall) time of a run in units of ``unit_s`` seconds from its runtime record, saying how many of its
+    logged epochs the record misses (a run stopped before cost was recorded per epoch)."""
+    cost = provenance.cost_of(data)
+    if cost is None:
+        return "not recorded", "not recorded"
+    missing = len(set(run.epochs) - cost["epochs"])
+    note = f" ({missing} of {len(run.epochs)} epochs not recorded)" if missing else ""
+    return f"{cost['cpu_s'] / unit_s:.{digits}f}{note}", f"{cost['wall_s'] / unit_s:.{digits}f}{note}"
+
+
 def run_records(runs: Sequence[RunResult]) -> List[str]:
     """Every run of a report, finished or not: how far it got, the teacher file it learned from, the share of
     teacher logits it read from the cache, and what it cost, from its worklog and runtime.json."""
@@ -361,13 +372,7 @@ def run_records(runs: Sequence[RunResult]) -> List[str]:
     for r in sorted(runs, key=lambda r: (r.dataset, r.pair, r.method, r.tag, -1 if r.seed is None else r.seed)):
         data = provenance.read(r.path) or {}
         hits = [e["teacher_cache_hit"] for e in r.epochs.values() if "teacher_cache_hit" in e]
-        cost = provenance.cost_of(data)
-        if cost is None:
-            cpu = wall = "not recorded"
-        else:
-            missing = len(set(r.epochs) - cost["epochs"])
-            note = f" ({missing} epoch{'s' if missing > 1 else ''} not recorded)" if missing else ""
-            cpu, wall = f"{cost['cpu_s'] / 3600:.2f}{note}", f"{cost['wall_s'] / 3600:.2f}{note}"
+        cpu, wall = cost_cells(r, data, 3600.0, 2)
         best = "-" if r.best_top1 is None else f"{r.best_top1:.2f} ({r.best_epoch})"
         last = "-" if r.last_top1 is None else f"{r.last_top1:.2f}"
         lines.append(f"| {r.tag or os.path.basename(r.path)} | {r.seed if r.seed is not None else '-'} | "

@@ -220,14 +220,7 @@ def run_lines(runs: Dict[str, List[aggregate.RunResult]]) -> List[str]:
     for arm, rs in sorted(runs.items()):
         for r in sorted(rs, key=lambda r: r.seed if r.seed is not None else -1):
             data = provenance.read(r.path) or {}
-            cost = provenance.cost_of(data)
-            n = len(r.epochs)
-            if cost is None:
-                cpu = wall = "not recorded"
-            else:
-                missing = n - len(cost["epochs"] & set(r.epochs))
-                note = f" ({missing} of {n} epochs not recorded)" if missing else ""
-                cpu, wall = f"{cost['cpu_s'] / 60:.1f}{note}", f"{cost['wall_s'] / 60:.1f}{note}"
+            cpu, wall = aggregate.cost_cells(r, data, 60.0, 1)
             commits = [data.get("mdistiller_ext_commit")] + [x.get("mdistiller_ext_commit") for x in data.get("resumed", [])]
             lines.append(f"| {arm} | {r.seed} | {r.best_top1:.2f} ({r.best_epoch}) | {r.last_top1:.2f} | {cpu} | {wall} | "
                          f"{data.get('cpu_threads', '?')} | {', '.join(dict.fromkeys(str(c)[:7] for c in commits))} |")
