@@ -66,7 +66,9 @@ case "${1:-}" in
       wt=$(worktree "$name" "$commit")
       echo "== $name ($commit): $sweep; finished runs from $ROOT:"
       copy_runs "$ROOT/$runs" "$wt/$runs"
-      (cd "$wt" && OMP_NUM_THREADS=1 "$PY" tools/compare.py --sweep "$sweep")
+      # a sweep shares the cores out among its side-by-side runs (the study: two, one thread each); the
+      # 240-epoch runs go one at a time and take both
+      (cd "$wt" && "$PY" tools/compare.py --sweep "$sweep")
     done
     ;;
   sync)
