@@ -81,7 +81,8 @@ def report() -> str:
     lines = ["# CIFAR-100 study: the claims, as far as the finished runs go", "",
              "Test top-1 (%) on CIFAR-100's 10,000 test images, of the best epoch (as the host and the papers report it; "
              "that epoch is chosen on the test set) and of the last epoch (chosen by nothing). Each claim (written down "
-             "in README.md before the runs): the difference of the arms' means with its 95% interval, Welch's two-sided "
+             "in README.md before the runs): the difference of the arms' means with its 95% interval (not adjusted "
+             "for the family; the verdict is), Welch's two-sided "
              "t-test (an arm with a single run has no spread of its own and is not tested), the raw p-value and "
              f"Holm's adjustment over the family of the {len(CLAIMS)} claim comparisons written down (one without "
              "a test yet counts as p = 1; each epoch choice apart); \"supported\" or \"contradicted\" only where "

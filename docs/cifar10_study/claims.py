@@ -67,7 +67,8 @@ def report() -> str:
     lines = ["# Claims, as far as the finished runs go", "",
              "Test top-1 (%) on the CIFAR-10 JPEG copy's full test set, of the best epoch (as the host and the papers "
              "report it; that epoch is chosen on the test set) and of the last epoch (chosen by nothing). Each claim: "
-             "the difference of the arms' means with its 95% interval, Welch's two-sided t-test (an arm with a single "
+             "the difference of the arms' means with its 95% interval (not adjusted for the family; the verdict "
+             "is), Welch's two-sided t-test (an arm with a single "
              "run has no spread of its own and is not tested), the raw p-value and Holm's adjustment within its "
              f"family (the {sum(c.family == 'claims' for c in CLAIMS)} comparisons of the paper claims are one "
              f"family, the {sum(c.family == 'diagnostics' for c in CLAIMS)} diagnostics another, a comparison "

@@ -155,7 +155,8 @@ def plot_claims(best: Dict[str, List[float]], last: Dict[str, List[float]], clai
     right.set_yticklabels([f"({b.claim.label}) {b.claim.a} vs {b.claim.b}" for b, _ in reversed(rows)], fontsize=8)
     right.yaxis.tick_right()
     right.set_xlabel("a minus b (points)")
-    right.set_title("every claim: the difference with its 95% interval", fontsize=9)
+    right.set_title("every claim: the difference with its 95% interval (unadjusted; the colour follows Holm)",
+                    fontsize=9)
     right.grid(axis="x", alpha=0.3)
     fig.suptitle(f"{title}\nleft: best epoch filled, last epoch hollow, bar at the mean; right: circle best epoch, "
                  "square last; green supported, red contradicted, grey not resolved (Holm-adjusted p); hollow: no test",
