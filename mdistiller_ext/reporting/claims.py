@@ -119,9 +119,7 @@ def plot_claims(best: Dict[str, List[float]], last: Dict[str, List[float]], clai
     The axes are zoomed to the numbers: differences of a fraction of a point, invisible on bars that start
     at zero, are what the claims are about. Returns what the right panel drew, (claim, epoch, difference,
     interval or None), in drawing order."""
-    from mdistiller_ext.reporting.aggregate import _plt
-
-    plt = _plt()
+    plt = aggregate._plt()
     arms = sorted(best)
     rows = [(b, l) for b, l in zip(assess(best, claims), assess(last, claims)) if b.missing != "not run yet"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 0.42 * max(len(arms), len(rows), 4) + 1.6), dpi=100,
