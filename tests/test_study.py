@@ -150,8 +150,11 @@ def test_run_table_sums_cost_segments_and_names_missing_epochs(tmp_path, claims)
             ("part", [{"epochs": [3, 3], "wall_s": 30.0, "cpu_s": 30.0}], [])):
         d = tmp_path / name
         d.mkdir()
-        (d / "worklog.txt").write_text("".join(epoch_block(e, 0.05, {"test_acc": a}) for e, a in ((1, 50.0), (2, 61.0), (3, 60.5)))
-                                       + best_line(61.0))
+        # "whole" read the teacher from the cache (filled during epoch 1), "part" had no teacher-logit cache
+        hits = {1: 10.0, 2: 100.0, 3: 100.0} if name == "whole" else {}
+        (d / "worklog.txt").write_text("".join(epoch_block(e, 0.05, {"test_acc": a, **({"teacher_cache_hit": hits[e]}
+                                                                                        if hits else {})})
+                                               for e, a in ((1, 50.0), (2, 61.0), (3, 60.5))) + best_line(61.0))
         (d / "runtime.json").write_text(json.dumps({"cost": segments, "cpu_threads": 1, "resumed": resumed,
                                                     "mdistiller_ext_commit": "aaaaaaaaaaaa"}))
         runs[name] = [aggregate.read_run(str(d))]
@@ -159,8 +162,8 @@ def test_run_table_sums_cost_segments_and_names_missing_epochs(tmp_path, claims)
                                                                              "epochs": {1, 2, 3}}
     assert provenance.cost_of({}) is None
     lines = claims.run_lines(runs)
-    assert "| part | None | 61.00 (2) | 60.50 | 0.5 (2 of 3 epochs not recorded) |" in lines[-2]
-    assert lines[-1] == "| whole | None | 61.00 (2) | 60.50 | 2.9 | 3.1 | 1 | aaaaaaa, bbbbbbb |"
+    assert "| part | None | 61.00 (2) | 60.50 | - | 0.5 (2 of 3 epochs not recorded) |" in lines[-2]
+    assert lines[-1] == "| whole | None | 61.00 (2) | 60.50 | 70.0% | 2.9 | 3.1 | 1 | aaaaaaa, bbbbbbb |"
 
 
 STUDY100 = ROOT / "docs" / "cifar100_study"

@@ -361,6 +361,13 @@ def cost_cells(run: RunResult, data: Dict, unit_s: float, digits: int) -> Tuple[
     return f"{cost['cpu_s'] / unit_s:.{digits}f}{note}", f"{cost['wall_s'] / unit_s:.{digits}f}{note}"
 
 
+def cache_hit_cell(run: RunResult) -> str:
+    """The share of teacher logits a run read from the teacher-logit cache, mean over its epochs; '-' where no
+    epoch logged one (the teacher ran live, or there is no teacher)."""
+    hits = [e["teacher_cache_hit"] for e in run.epochs.values() if "teacher_cache_hit" in e]
+    return f"{sum(hits) / len(hits):.1f}%" if hits else "-"
+
+
 def run_records(runs: Sequence[RunResult]) -> List[str]:
     """Every run of a report, finished or not: how far it got, the teacher file it learned from, the share of
     teacher logits it read from the cache, and what it cost, from its worklog and runtime.json."""
@@ -371,13 +378,12 @@ def run_records(runs: Sequence[RunResult]) -> List[str]:
              "|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(runs, key=lambda r: (r.dataset, r.pair, r.method, r.tag, -1 if r.seed is None else r.seed)):
         data = provenance.read(r.path) or {}
-        hits = [e["teacher_cache_hit"] for e in r.epochs.values() if "teacher_cache_hit" in e]
         cpu, wall = cost_cells(r, data, 3600.0, 2)
         best = "-" if r.best_top1 is None else f"{r.best_top1:.2f} ({r.best_epoch})"
         last = "-" if r.last_top1 is None else f"{r.last_top1:.2f}"
         lines.append(f"| {r.tag or os.path.basename(r.path)} | {r.seed if r.seed is not None else '-'} | "
                      f"{len(r.epochs)}/{r.expected_epochs or '?'} | {best} | {last} | {_teacher_cell(data)} | "
-                     f"{f'{sum(hits) / len(hits):.1f}%' if hits else '-'} | {cpu} | {wall} |")
+                     f"{cache_hit_cell(r)} | {cpu} | {wall} |")
     return lines
 
 

@@ -212,16 +212,19 @@ def study_runs(folders: Sequence[Tuple[str, str]], arms: Dict[str, str]) -> Dict
 
 def run_lines(runs: Dict[str, List[aggregate.RunResult]]) -> List[str]:
     """Every finished run: its seed, best and last top-1, what it cost and which code made it."""
-    lines = ["", "Every finished run (CPU minutes: process CPU time over all epochs, from its runtime.json; commit: "
-             "the code that ran it, and the code of any resumption):", "",
-             "| arm | seed | best top-1 (epoch) | last top-1 | CPU minutes | wall minutes | threads | commit |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["", "Every finished run (cache hits: the share of teacher logits read from the teacher-logit cache, '-' "
+             "where the teacher ran live or there is none; the cache holds one entry per augmented view, so the first "
+             "run to meet a view pays for the teacher's forward pass on it and every later run reads it; CPU minutes: process CPU time over all epochs, from "
+             "its runtime.json; commit: the code that ran it, and the code of any resumption):", "",
+             "| arm | seed | best top-1 (epoch) | last top-1 | cache hits | CPU minutes | wall minutes | threads | commit |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for arm, rs in sorted(runs.items()):
         for r in sorted(rs, key=lambda r: r.seed if r.seed is not None else -1):
             data = provenance.read(r.path) or {}
             cpu, wall = aggregate.cost_cells(r, data, 60.0, 1)
             commits = [data.get("mdistiller_ext_commit")] + [x.get("mdistiller_ext_commit") for x in data.get("resumed", [])]
-            lines.append(f"| {arm} | {r.seed} | {r.best_top1:.2f} ({r.best_epoch}) | {r.last_top1:.2f} | {cpu} | {wall} | "
+            lines.append(f"| {arm} | {r.seed} | {r.best_top1:.2f} ({r.best_epoch}) | {r.last_top1:.2f} | "
+                         f"{aggregate.cache_hit_cell(r)} | {cpu} | {wall} | "
                          f"{data.get('cpu_threads', '?')} | {', '.join(dict.fromkeys(str(c)[:7] for c in commits))} |")
     return lines
 
