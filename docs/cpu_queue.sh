@@ -23,6 +23,9 @@ QUEUE=(
   "res56_res20 55839bd docs/cifar100_res56_res20/sweep.yaml docs/cifar100_res56_res20 every"
 )
 LONG_RUNS=docs/cifar100_res56_res20
+# every later worktree links its ./data (EXT.DATA_CACHE's default) to the first sweep's: the decoded CIFAR-100,
+# the teachers' remembered accuracies and every teacher logit an earlier run computed are read, not made again
+SHARED_DATA=$PARENT/${QUEUE[0]%% *}/data
 SMALL=(worklog.txt config.yaml runtime.json grad_probe.csv)
 
 finished() { grep -q "^best_acc" "$1/worklog.txt" 2>/dev/null; }
@@ -49,6 +52,10 @@ worktree() {  # the pinned worktree of queue entry "$1 $2", created if missing, 
   local name=$1 commit=$2 wt=$PARENT/$1
   if [ ! -e "$wt" ]; then
     git -C "$ROOT" worktree add --detach "$wt" "$commit" >&2
+    if [ "$wt/data" != "$SHARED_DATA" ]; then
+      mkdir -p "$SHARED_DATA"
+      ln -s "$SHARED_DATA" "$wt/data"
+    fi
   fi
   local head
   head=$(git -C "$wt" rev-parse HEAD)

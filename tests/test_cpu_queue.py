@@ -88,3 +88,35 @@ def test_status_and_sync_on_a_fake_worktree(tmp_path):
 def test_unknown_command_says_how_to_use_it():
     out = subprocess.run(["bash", str(SCRIPT), "go"], capture_output=True, text=True)
     assert out.returncode == 2 and "usage: bash docs/cpu_queue.sh run | sync | status" in out.stderr
+
+
+def test_run_pins_each_worktree_and_later_ones_share_the_first_ones_data_cache(tmp_path):
+    """`run` on a real git repository: each sweep runs in a worktree at its pinned commit, and the worktrees made
+    after the first link ./data to the first one's, so the decoded data and the teacher logits are made once."""
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    repo = tmp_path / "repo"
+    (repo / "docs").mkdir(parents=True)
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / "docs" / "cpu_queue.sh").write_text(SCRIPT.read_text())
+    subprocess.run(git + ["add", "."], check=True)
+    subprocess.run(git + ["commit", "-qm", "one"], check=True)
+    commit = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    text = SCRIPT.read_text()
+    entries = "\n".join(f'  "{n} {commit} sweep_{n}.yaml runs/{n} finished"' for n in ("first", "second", "third"))
+    (repo / "docs" / "cpu_queue.sh").write_text(re.sub(r"QUEUE=\(\n.*?\n\)", f"QUEUE=(\n{entries}\n)", text, flags=re.S))
+    # the interpreter stands in for the sweep: it records where it ran and where its data cache resolves to
+    record = tmp_path / "record.txt"
+    fake = tmp_path / "fake_python"
+    fake.write_text(f'#!/bin/sh\necho "$(basename "$PWD") $(git rev-parse --short HEAD) '
+                    f'$(cd data 2>/dev/null && pwd -P)" >> {record}\n')
+    fake.chmod(0o755)
+    ran = subprocess.run(["bash", str(repo / "docs" / "cpu_queue.sh"), "run"], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHON=str(fake)))
+    assert ran.returncode == 0, ran.stderr
+    first_data = str((tmp_path / "first" / "data").resolve())
+    lines = record.read_text().split("\n")[:3]
+    assert lines[0].split()[:2] == ["first", commit]
+    assert [line.split() for line in lines[1:]] == [["second", commit, first_data], ["third", commit, first_data]]
+    assert (tmp_path / "second" / "data").is_symlink() and not (tmp_path / "first" / "data").is_symlink()
