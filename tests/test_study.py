@@ -241,3 +241,34 @@ def test_claims_figure_draws_every_claim_that_has_runs_with_its_interval(tmp_pat
         expected = assess(values, claims)[0]
         assert by[("1", epoch)][0] == pytest.approx(expected.d)
         assert by[("1", epoch)][1] == pytest.approx(expected.interval)
+
+
+def test_cifar100_side_by_side_gains_and_their_figure(tmp_path):
+    """The side-by-side table's gains and cifar10_vs_cifar100.png: each shared arm's mean minus its own study's
+    CE-only mean, with Welch's interval; an arm with one run gets its difference and no interval."""
+    from PIL import Image
+
+    from mdistiller_ext.reporting.claims import Claim, assess
+
+    claims = _study100("claims")
+    c10 = ({"CE-only student": [78.0, 78.5, 79.0], "KD": [80.0, 81.0, 80.5], "DKD": [81.0]},
+           {"CE-only student": [77.9, 78.4, 78.8], "KD": [79.8, 80.9, 80.4], "DKD": [80.9]})
+    c100 = ({"CE-only student": [48.0, 49.0], "KD": [50.5, 51.0, 50.0], "DKD": [53.0, 54.0], "ReviewKD": [55.0]},
+            {"CE-only student": [47.9, 48.8], "KD": [50.4, 50.9, 49.7], "DKD": [52.8, 53.9], "ReviewKD": [54.9]})
+    g = claims.gains(c100[0])
+    expected = assess(c100[0], [Claim("x", "", "KD", "CE-only student", 1)])[0]
+    assert g["KD"].d == pytest.approx(50.5 - 48.5) and g["KD"].interval == pytest.approx(expected.interval)
+    assert claims.gain_text(g["ReviewKD"]) == "+6.50 (one run)" and claims.gain_text(None) == "-"
+    lo, hi = expected.interval
+    assert claims.gain_text(g["KD"]) == f"+2.00 [{lo:+.2f}, {hi:+.2f}]"
+    path = tmp_path / "side.png"
+    drawn = claims.plot_side_by_side(c100, c10, str(path))
+    with Image.open(path) as im:
+        assert im.size[0] == 1100
+    # only the arms both studies ran (not ReviewKD), in the page's order, both datasets on both epochs
+    assert [(a, d, e) for a, d, e, _, _ in drawn] == [(a, d, e) for e in ("best", "last") for d in ("CIFAR-10", "CIFAR-100")
+                                                      for a in ("KD", "DKD")]
+    by = {(a, d, e): (x, ci) for a, d, e, x, ci in drawn}
+    assert by[("DKD", "CIFAR-10", "best")] == (pytest.approx(81.0 - 78.5), None)
+    assert by[("DKD", "CIFAR-100", "last")][0] == pytest.approx((52.8 + 53.9) / 2 - (47.9 + 48.8) / 2)
+    assert by[("KD", "CIFAR-100", "best")][1] == pytest.approx(expected.interval)
