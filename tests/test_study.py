@@ -272,3 +272,6 @@ def test_cifar100_side_by_side_gains_and_their_figure(tmp_path):
     assert by[("DKD", "CIFAR-10", "best")] == (pytest.approx(81.0 - 78.5), None)
     assert by[("DKD", "CIFAR-100", "last")][0] == pytest.approx((52.8 + 53.9) / 2 - (47.9 + 48.8) / 2)
     assert by[("KD", "CIFAR-100", "best")][1] == pytest.approx(expected.interval)
+    # a study without its CE-only runs has no gains to draw (and no error)
+    no_base = tuple({k: v for k, v in epoch.items() if k != "CE-only student"} for epoch in c100)
+    assert claims.plot_side_by_side(no_base, c10, str(tmp_path / "none.png")) == []

@@ -96,13 +96,14 @@ def plot_side_by_side(c100: Tuple[Dict[str, List[float]], Dict[str, List[float]]
     differ by 30 points between the datasets; the gains are what can be set side by side. Returns what it
     drew, (arm, dataset, epoch, gain, interval or None), in drawing order."""
     plt = aggregate._plt()
-    arms = [a for a in ARMS.values() if a != BASE and a in c10[0] and a in c100[0]]
+    gained = {(dataset, i): gains(values[i]) for dataset, values in (("CIFAR-10", c10), ("CIFAR-100", c100))
+              for i in (0, 1)}
+    arms = [a for a in ARMS.values() if a in gained[("CIFAR-10", 0)] and a in gained[("CIFAR-100", 0)]]
     fig, panels = plt.subplots(1, 2, figsize=(11, 0.5 * max(len(arms), 3) + 1.6), dpi=100, sharey=True)
     drawn: List[Tuple[str, str, str, float, Optional[tuple]]] = []
     for panel, epoch, i in ((panels[0], "best", 0), (panels[1], "last", 1)):
-        for dataset, values, dy, colour in (("CIFAR-10", c10[i], -0.12, "tab:blue"),
-                                            ("CIFAR-100", c100[i], 0.12, "tab:orange")):
-            g = gains(values)
+        for dataset, dy, colour in (("CIFAR-10", -0.12, "tab:blue"), ("CIFAR-100", 0.12, "tab:orange")):
+            g = gained[(dataset, i)]
             for y, arm in enumerate(arms):
                 a = g[arm]
                 if a.interval is not None:
@@ -127,9 +128,11 @@ def plot_side_by_side(c100: Tuple[Dict[str, List[float]], Dict[str, List[float]]
     return drawn
 
 
-def report(runs: Optional[Dict[str, List[aggregate.RunResult]]] = None) -> str:
-    """claims.md's text, from the finished runs (read here unless given)."""
+def report(runs: Optional[Dict[str, List[aggregate.RunResult]]] = None,
+           cifar10: Optional[Dict[str, List[aggregate.RunResult]]] = None) -> str:
+    """claims.md's text, from the finished runs of this study and of the CIFAR-10 one (read here unless given)."""
     runs = finished_runs() if runs is None else runs
+    cifar10 = finished_runs(CIFAR10_RUNS) if cifar10 is None else cifar10
     best, last = arm_values(runs)
     lines = ["# CIFAR-100 study: the claims, as far as the finished runs go", "",
              "Test top-1 (%) on CIFAR-100's 10,000 test images, of the best epoch (as the host and the papers report it; "
@@ -146,7 +149,7 @@ def report(runs: Optional[Dict[str, List[aggregate.RunResult]]] = None) -> str:
     else:
         lines.append("No run has finished yet.")
     lines += [""] + claims_table(best, last, CLAIMS)
-    lines += side_by_side(runs, finished_runs(CIFAR10_RUNS))
+    lines += side_by_side(runs, cifar10)
     if runs:
         lines += run_lines(runs)
         lines += probe_lines(runs)
@@ -154,14 +157,14 @@ def report(runs: Optional[Dict[str, List[aggregate.RunResult]]] = None) -> str:
 
 
 def main() -> int:
-    runs = finished_runs()  # read once: the page and the figure come from the same runs
+    # each study's runs read once: the page and the figures come from the same runs
+    runs, cifar10 = finished_runs(), finished_runs(CIFAR10_RUNS)
     best, last = arm_values(runs)
     plot_claims(best, last, CLAIMS, os.path.join(HERE, "claims.png"),
                 "CIFAR-100 study (resnet20 -> resnet8, 15 epochs): every run, and every claim")
     if runs:
-        plot_side_by_side((best, last), arm_values(finished_runs(CIFAR10_RUNS)),
-                          os.path.join(HERE, "cifar10_vs_cifar100.png"))
-    return write_page(HERE, report(runs))
+        plot_side_by_side((best, last), arm_values(cifar10), os.path.join(HERE, "cifar10_vs_cifar100.png"))
+    return write_page(HERE, report(runs, cifar10))
 
 
 if __name__ == "__main__":

@@ -214,8 +214,9 @@ def run_lines(runs: Dict[str, List[aggregate.RunResult]]) -> List[str]:
     """Every finished run: its seed, best and last top-1, what it cost and which code made it."""
     lines = ["", "Every finished run (cache hits: the share of teacher logits read from the teacher-logit cache, '-' "
              "where the teacher ran live or there is none; the cache holds one entry per augmented view, so the first "
-             "run to meet a view pays for the teacher's forward pass on it and every later run reads it; CPU minutes: process CPU time over all epochs, from "
-             "its runtime.json; commit: the code that ran it, and the code of any resumption):", "",
+             "run to meet a view pays for the teacher's forward pass on it and every later run reads it; CPU "
+             "minutes: process CPU time over all epochs, from its runtime.json; commit: the code that ran it, and "
+             "the code of any resumption):", "",
              "| arm | seed | best top-1 (epoch) | last top-1 | cache hits | CPU minutes | wall minutes | threads | commit |",
              "|---|---|---|---|---|---|---|---|---|"]
     for arm, rs in sorted(runs.items()):
