@@ -275,3 +275,26 @@ def test_cifar100_side_by_side_gains_and_their_figure(tmp_path):
     # a study without its CE-only runs has no gains to draw (and no error)
     no_base = tuple({k: v for k, v in epoch.items() if k != "CE-only student"} for epoch in c100)
     assert claims.plot_side_by_side(no_base, c10, str(tmp_path / "none.png")) == []
+
+
+def test_cifar100_baseline_rows_set_beside_the_same_seed_runs_and_the_arms_seed_ranges():
+    """A baseline's single-seed row: its difference from KD's and DKD's run of its own seed on both epochs, and
+    the study arms (two runs or more) whose best-epoch min-max range holds its best top-1."""
+    from mdistiller_ext.reporting import aggregate
+
+    claims = _study100("claims")
+
+    def run(seed, best, last, epoch=15):
+        return aggregate.RunResult(path="-", dataset="cifar100", method="m", pair="p", seed=seed, status="finished",
+                                   best_epoch=epoch, best_top1=best, last_top1=last)
+
+    runs = {"KD": [run(0, 50.7, 50.5), run(1, 50.9, 50.8)], "DKD": [run(1, 53.9, 53.6), run(0, 53.4, 53.2)],
+            "AEKT": [run(0, 52.0, 51.9), run(1, 53.0, 52.7)], "ReviewKD": [run(0, 52.1, 52.0)]}
+    assert claims.baseline_lines({}, runs)[-1] == "No baseline run has finished yet (CRD, KD + LS, DIST, TTM: queued)."
+    lines = claims.baseline_lines({"DIST": [run(0, 52.5, 52.1, 14)], "CRD": [run(2, 50.8, 50.0)]}, runs)
+    # in BASELINES' order; a seed the reference arms lack gets no difference; one-run arms give no range
+    assert lines[-6].startswith("| baseline | seed | best top-1 (epoch) | last top-1 | minus KD, same seed | minus DKD")
+    assert lines[-4] == "| CRD | 2 | 50.80 (15) | 50.00 | - | - | KD |"
+    assert lines[-3] == "| DIST | 0 | 52.50 (14) | 52.10 | +1.80 / +1.60 | -0.90 / -1.10 | AEKT |"
+    assert lines[-1] == "Not finished yet: KD + LS, TTM."
+    assert claims.baseline_lines({"TTM": [run(0, 40.0, 39.0)]}, runs)[-3].endswith("| none |")

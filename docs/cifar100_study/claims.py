@@ -6,7 +6,7 @@ The claims are the ones the study's README wrote down before its runs. For each 
 and last-epoch test top-1 (mean ± sample std over seeds). For each claim, on both: the difference of
 the means with its 95% interval, Welch's two-sided t-test, the raw p-value and Holm's adjustment over
 the family of claims, and the verdict from the adjusted p-value (mdistiller_ext.reporting.claims).
-Then the side-by-side table with the CIFAR-10 study for every arm both have (same pair, same
+Then the baselines' single-seed rows (no claim: each beside KD's and DKD's run of its seed), the side-by-side table with the CIFAR-10 study for every arm both have (same pair, same
 schedule; the teachers differ), with each arm's gain over its CE-only student (cifar10_vs_cifar100.png
 draws it), every run's cost and commit, and the gradient-conflict probe.
 Nothing here is tuned.
@@ -50,8 +50,16 @@ TEACHERS = ("resnet20 trained here for 30 epochs on the CIFAR-10 JPEG copy (85.9
             "resnet20 from a public model zoo, `../shared/teachers/cifar100/resnet20.pth` (68.83%)")
 
 
-def finished_runs(folder: str = RUNS) -> Dict[str, List[aggregate.RunResult]]:
-    return study_runs([(folder, "")], ARMS)
+# the baselines' single-seed rows (issue 28; sweep_baselines.yaml, queued after the study's runs, into the same
+# runs folder): set beside the study's arms, with no claim made on them
+BASELINES = {"crd,resnet20,resnet8": "CRD", "kd_logit_stand,resnet20,resnet8": "KD + LS",
+             "dist,resnet20,resnet8": "DIST", "ttm,resnet20,resnet8": "TTM"}
+# the study arms each baseline row is compared with at its own seed
+BESIDE = ("KD", "DKD")
+
+
+def finished_runs(folder: str = RUNS, arms: Optional[Dict[str, str]] = None) -> Dict[str, List[aggregate.RunResult]]:
+    return study_runs([(folder, "")], ARMS if arms is None else arms)
 
 
 BASE = "CE-only student"
@@ -68,6 +76,39 @@ def gain_text(a: Optional[Assessed]) -> str:
     if a is None:
         return "-"
     return f"{a.d:+.2f} [{a.interval[0]:+.2f}, {a.interval[1]:+.2f}]" if a.interval else f"{a.d:+.2f} (one run)"
+
+
+def baseline_lines(baselines: Dict[str, List[aggregate.RunResult]],
+                   runs: Dict[str, List[aggregate.RunResult]]) -> List[str]:
+    """The baselines' single-seed rows beside the study's arms: each row's difference from KD's and DKD's run of
+    the same seed (both epochs), and the study arms whose best-epoch range over seeds holds its best top-1. One
+    seed has no spread of its own: no test, no verdict."""
+    lines = ["", "The baselines' single-seed rows (`sweep_baselines.yaml`, run after the study's runs; no claim is "
+             "made on them). One seed shows a number on this setting and that the method trains; it cannot "
+             "resolve a difference smaller than an arm's spread over seeds, so a row is set beside the study's "
+             "arms only as a description: its difference from KD's and DKD's run of the same seed (best / last "
+             "epoch), and the arms whose best-epoch range over their seeds (min to max) holds its best top-1.", ""]
+    missing = [name for name in BASELINES.values() if name not in baselines]
+    if len(missing) == len(BASELINES):
+        return lines + [f"No baseline run has finished yet ({', '.join(missing)}: queued)."]
+    by_seed = {arm: {r.seed: r for r in runs.get(arm, [])} for arm in BESIDE}
+    lines += ["| baseline | seed | best top-1 (epoch) | last top-1 | "
+              + " | ".join(f"minus {arm}, same seed" for arm in BESIDE) + " | inside the seed range of |",
+              "|---|---|---|---|" + "---|" * len(BESIDE) + "---|"]
+    for name in BASELINES.values():
+        for r in sorted(baselines.get(name, []), key=lambda r: r.seed if r.seed is not None else -1):
+            cells = []
+            for arm in BESIDE:
+                other = by_seed[arm].get(r.seed)
+                cells.append("-" if other is None else
+                             f"{r.best_top1 - other.best_top1:+.2f} / {r.last_top1 - other.last_top1:+.2f}")
+            inside = [arm for arm in ARMS.values() if len(runs.get(arm, [])) > 1
+                      and min(x.best_top1 for x in runs[arm]) <= r.best_top1 <= max(x.best_top1 for x in runs[arm])]
+            lines.append(f"| {name} | {r.seed} | {r.best_top1:.2f} ({r.best_epoch}) | {r.last_top1:.2f} | "
+                         + " | ".join(cells) + f" | {', '.join(inside) or 'none'} |")
+    if missing:
+        lines += ["", f"Not finished yet: {', '.join(missing)}."]
+    return lines
 
 
 def side_by_side(c100: Dict[str, List[aggregate.RunResult]], c10: Dict[str, List[aggregate.RunResult]]) -> List[str]:
@@ -129,10 +170,13 @@ def plot_side_by_side(c100: Tuple[Dict[str, List[float]], Dict[str, List[float]]
 
 
 def report(runs: Optional[Dict[str, List[aggregate.RunResult]]] = None,
-           cifar10: Optional[Dict[str, List[aggregate.RunResult]]] = None) -> str:
-    """claims.md's text, from the finished runs of this study and of the CIFAR-10 one (read here unless given)."""
+           cifar10: Optional[Dict[str, List[aggregate.RunResult]]] = None,
+           baselines: Optional[Dict[str, List[aggregate.RunResult]]] = None) -> str:
+    """claims.md's text, from the finished runs of this study, its baseline rows and the CIFAR-10 study (each read
+    here unless given)."""
     runs = finished_runs() if runs is None else runs
     cifar10 = finished_runs(CIFAR10_RUNS) if cifar10 is None else cifar10
+    baselines = finished_runs(RUNS, BASELINES) if baselines is None else baselines
     best, last = arm_values(runs)
     lines = ["# CIFAR-100 study: the claims, as far as the finished runs go", "",
              "Test top-1 (%) on CIFAR-100's 10,000 test images, of the best epoch (as the host and the papers report it; "
@@ -149,22 +193,23 @@ def report(runs: Optional[Dict[str, List[aggregate.RunResult]]] = None,
     else:
         lines.append("No run has finished yet.")
     lines += [""] + claims_table(best, last, CLAIMS)
+    lines += baseline_lines(baselines, runs)
     lines += side_by_side(runs, cifar10)
-    if runs:
-        lines += run_lines(runs)
-        lines += probe_lines(runs)
+    if runs or baselines:
+        lines += run_lines({**runs, **baselines})
+        lines += probe_lines({**runs, **baselines})
     return "\n".join(lines) + "\n"
 
 
 def main() -> int:
     # each study's runs read once: the page and the figures come from the same runs
-    runs, cifar10 = finished_runs(), finished_runs(CIFAR10_RUNS)
+    runs, cifar10, baselines = finished_runs(), finished_runs(CIFAR10_RUNS), finished_runs(RUNS, BASELINES)
     best, last = arm_values(runs)
     plot_claims(best, last, CLAIMS, os.path.join(HERE, "claims.png"),
                 "CIFAR-100 study (resnet20 -> resnet8, 15 epochs): every run, and every claim")
     if runs:
         plot_side_by_side((best, last), arm_values(cifar10), os.path.join(HERE, "cifar10_vs_cifar100.png"))
-    return write_page(HERE, report(runs, cifar10))
+    return write_page(HERE, report(runs, cifar10, baselines))
 
 
 if __name__ == "__main__":
