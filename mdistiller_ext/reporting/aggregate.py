@@ -361,6 +361,19 @@ def cost_cells(run: RunResult, data: Dict, unit_s: float, digits: int) -> Tuple[
     return f"{cost['cpu_s'] / unit_s:.{digits}f}{note}", f"{cost['wall_s'] / unit_s:.{digits}f}{note}"
 
 
+def projected_cells(run: RunResult, data: Dict, unit_s: float, digits: int) -> Tuple[str, str]:
+    """For a run not finished: its (CPU, wall) time over all its expected epochs at the rate of the epochs its
+    runtime record covers so far, in units of ``unit_s`` seconds; ("", "") for a finished run or one with no
+    cost recorded. A rate, not a measurement: a run that fills the teacher-logit cache is slower than one
+    reading it, and the machine's load changes."""
+    cost = provenance.cost_of(data)
+    if run.status == "finished" or cost is None or not run.expected_epochs or not cost["epochs"]:
+        return "", ""
+    scale = run.expected_epochs / len(cost["epochs"]) / unit_s
+    return tuple(f"; {run.expected_epochs} epochs at this rate: {cost[k] * scale:.{digits}f}"  # type: ignore[return-value]
+                 for k in ("cpu_s", "wall_s"))
+
+
 def cache_hit_cell(run: RunResult) -> str:
     """The share of teacher logits a run read from the teacher-logit cache, mean over its epochs; '-' where no
     epoch logged one (the teacher ran live, or there is no teacher)."""
@@ -373,12 +386,14 @@ def run_records(runs: Sequence[RunResult]) -> List[str]:
     teacher logits it read from the cache, and what it cost, from its worklog and runtime.json."""
     lines = ["Every run (teacher: the file and its recorded test top-1; cache hits: the share of teacher logits read "
              "from the teacher-logit cache, mean over the run's epochs, '-' where the teacher ran live; CPU and wall "
-             "hours: the process's, over the epochs its runtime.json records):", "",
+             "hours: the process's, over the epochs its runtime.json records, and for a run not finished, all its "
+             "epochs at the rate of those: a projection, not a measurement):", "",
              "| run | seed | epochs | best top-1 (epoch) | last top-1 | teacher | cache hits | CPU hours | wall hours |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(runs, key=lambda r: (r.dataset, r.pair, r.method, r.tag, -1 if r.seed is None else r.seed)):
         data = provenance.read(r.path) or {}
-        cpu, wall = cost_cells(r, data, 3600.0, 2)
+        cpu, wall = (done + ahead for done, ahead in zip(cost_cells(r, data, 3600.0, 2),
+                                                         projected_cells(r, data, 3600.0, 2)))
         best = "-" if r.best_top1 is None else f"{r.best_top1:.2f} ({r.best_epoch})"
         last = "-" if r.last_top1 is None else f"{r.last_top1:.2f}"
         lines.append(f"| {r.tag or os.path.basename(r.path)} | {r.seed if r.seed is not None else '-'} | "
