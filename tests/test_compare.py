@@ -375,7 +375,7 @@ with open(os.path.join(run_dir, "worklog.txt"), "w") as f:
 """
 
 
-def scheduled(tmp_path, monkeypatch, jobs, failing=(), seconds=None, gpus=()):
+def scheduled(tmp_path, monkeypatch, jobs, failing=(), seconds=None, gpus=(), halt=None):
     """A teacher, two students that learn from it, and an independent run, executed by sweep.execute."""
     config = str(ROOT / "configs" / "cifar10" / "kd" / "res20_res8.yaml")
     teacher_dir = str(tmp_path / "runs" / "teacher")
@@ -395,7 +395,7 @@ def scheduled(tmp_path, monkeypatch, jobs, failing=(), seconds=None, gpus=()):
     monkeypatch.setattr(sweep, "command", command)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     lines = []
-    report = sweep.execute(specs, str(tmp_path / "logs"), echo=lines.append, jobs=jobs, gpus=gpus)
+    report = sweep.execute(specs, str(tmp_path / "logs"), echo=lines.append, jobs=jobs, gpus=gpus, halt=halt)
     stamps = {}
     for p in tmp_path.glob("*.stamp"):
         start, end, threads, gpu = p.read_text().split(" ")
@@ -444,6 +444,84 @@ def test_a_failed_teacher_fails_its_students_without_running_them(tmp_path, monk
     assert set(t) == {"teacher", "alone"} and [s.run_dir for s in report["ran"]] == [str(tmp_path / "runs" / "alone")]
     with pytest.raises(Exception, match="at least 1"):
         sweep.execute([], str(tmp_path / "logs"), jobs=0)
+
+
+def test_a_halt_stops_the_sweep_after_the_run_it_names_and_lets_the_running_ones_finish(tmp_path, monkeypatch):
+    """sweep.execute asks ``halt`` about every run that ends in the call: one at a time, nothing starts after
+    the run it names; two at a time, the run beside it still finishes. A failure halts only where the rule
+    says so."""
+    asked = []
+
+    def after_kd0(spec, ok):
+        asked.append((os.path.basename(spec.run_dir), ok))
+        return "kd0 is off" if spec.run_dir.endswith("kd0") else None
+
+    def halting(jobs, halt, **kw):
+        root = tmp_path / str(len(list(tmp_path.iterdir())))
+        root.mkdir()
+        return scheduled(root, monkeypatch, jobs=jobs, halt=halt, **kw)
+
+    specs, report, t, lines = halting(1, after_kd0, seconds={"teacher": 0.2, "alone": 0.2})
+    assert asked == [("teacher", True), ("kd0", True)] and set(t) == {"teacher", "kd0"}
+    assert [(s.run_dir, why) for s, why in report["halted"]] == [(specs[1].run_dir, "kd0 is off")]
+    assert report["not_started"] == specs[2:] and "sweep halted after kd res20_res8 seed 0: kd0 is off" in lines[-1]
+    asked.clear()
+    # two at a time: the independent run started beside the teacher and is not cut short by the halt; whether
+    # kd1 started beside kd0 before the halt depends on the timing, but every run either ran to its end or
+    # never started
+    specs, report, t, _ = halting(2, after_kd0, seconds={"teacher": 0.3, "alone": 2.0})
+    ran = {os.path.basename(s.run_dir) for s in report["ran"]}
+    left = {os.path.basename(s.run_dir) for s in report["not_started"]}
+    assert {"teacher", "kd0", "alone"} <= ran and ran | left == {"teacher", "kd0", "kd1", "alone"}
+    assert set(t) == ran and not ran & left and len(report["halted"]) == 1
+    # a failed teacher: its students fail without running; the halt is asked once and names the teacher
+    asked.clear()
+    _, report, t, _ = halting(1, lambda spec, ok: asked.append(ok) or (None if ok else "it failed"),
+                              failing={"teacher"})
+    assert asked == [False] and set(t) == {"teacher"} and len(report["not_started"]) == 3
+
+
+def test_a_sweep_halts_on_a_run_off_its_published_number_and_stays_halted_until_told(tmp_path, monkeypatch):
+    """halt: {off_published: 1.5}: KD res56 -> res20 landing 2.66 below mdistiller's 70.66 stops the sweep
+    (its HALTED.txt keeps a later start from going on); deleting it goes on, and the finished run is not
+    asked about again."""
+    from mdistiller_ext.cli import compare
+    from mdistiller_ext.runs.naming import load_config
+
+    acc = {0: 68.0, 1: 70.2}
+
+    def command(spec, state):
+        os.makedirs(spec.run_dir, exist_ok=True)
+        Path(spec.run_dir, "config.yaml").write_text(load_config(spec.config, spec.overrides).dump())
+        return [sys.executable, "-c", "import sys; from mdistiller_ext.runs.worklog import best_line, epoch_block; "
+                "open(sys.argv[1] + '/worklog.txt', 'w').write(epoch_block(1, 0.05, {'test_acc': float(sys.argv[2])}) "
+                "+ best_line(float(sys.argv[2])))", spec.run_dir, str(acc[spec.seed])]
+
+    monkeypatch.setattr(sweep, "command", command)
+    out = tmp_path / "out"
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(yaml.safe_dump({
+        "out": str(out), "replace_report": True, "halt": {"on_failure": True, "off_published": 1.5},
+        "runs": [{"config": str(ROOT / "configs/cifar100/kd/res56_res20.yaml"), "seeds": [0, 1],
+                  "set": {"LOG.PREFIX": str(tmp_path / "runs"), "SOLVER.EPOCHS": 1}}]}))
+    assert compare.main(["--sweep", str(spec)]) == 1
+    halted = (out / "HALTED.txt").read_text()
+    assert halted.startswith("the sweep halted after kd,resnet56,resnet20 res56_res20 seed 0: best top-1 68.00 is -2.66 from the "
+                             "published 70.66") and "not started: kd,resnet56,resnet20 res56_res20 seed 1" in halted
+    assert len(list(tmp_path.glob("runs/*/*/worklog.txt"))) == 1  # seed 1 never started
+    assert compare.main(["--sweep", str(spec)]) == 2  # refused while HALTED.txt is there
+    (out / "HALTED.txt").unlink()
+    assert compare.main(["--sweep", str(spec)]) == 0 and not (out / "HALTED.txt").exists()
+    assert len(list(tmp_path.glob("runs/*/*/worklog.txt"))) == 2
+    # a run with no published number is never off it; a bad rule is refused in one line
+    refs = reference.load()
+    abl = write_run_from_config(tmp_path / "abl", "one_head", "configs/cifar100/dhkd/ablations/res32x4_res8x4/ce_bkl_one_head.yaml", 39.5)
+    check = compare.halt_check({"off_published": 1.5}, refs)
+    assert check(sweep.RunSpec("cifar100", "dhkd", "res32x4_res8x4", 0, "", [], str(abl)), True) is None
+    assert check(sweep.RunSpec("cifar100", "dhkd", "res32x4_res8x4", 0, "", [], str(abl)), False) is None
+    assert compare.halt_check({}, refs) is None
+    spec.write_text(yaml.safe_dump({"out": str(out), "halt": {"off_publish": 1}, "runs": []}))
+    assert compare.main(["--sweep", str(spec)]) == 2
 
 
 def test_runs_are_found_below_project_folders_and_an_empty_input_writes_nothing(tmp_path):

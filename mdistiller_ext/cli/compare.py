@@ -32,7 +32,11 @@ from mdistiller_ext.cli import sweep
 from mdistiller_ext.errors import UserError
 
 SWEEP_KEYS = {"dataset", "methods", "pairs", "seeds", "set", "out", "runs", "replace_report", "configs", "plugins",
-              "jobs"}
+              "jobs", "halt"}
+HALT_KEYS = {"on_failure", "off_published"}
+# written into --out when a sweep halts; while it is there the sweep refuses to start (a later session that
+# restarts the queue must not walk past a finding nobody has looked at)
+HALTED_FILE = "HALTED.txt"
 
 
 def parse(argv=None):
@@ -52,6 +56,10 @@ def parse(argv=None):
     ap.add_argument("--jobs", type=int, default=None,
                     help="runs side by side (default 1); each gets cpu_count/jobs CPU threads unless OMP_NUM_THREADS "
                          "is set; a run waits for the planned run that makes its teacher")
+    ap.add_argument("--halt-on-failure", action="store_true",
+                    help="a run that fails stops the sweep (by default the other runs go on)")
+    ap.add_argument("--halt-off-published", type=float, default=None, metavar="POINTS",
+                    help="a run that finishes more than POINTS (best top-1) from its published number stops the sweep")
     ap.add_argument("--dry-run", action="store_true")
     ap.add_argument("--no-run", action="store_true", help="only aggregate the planned runs that exist")
     ap.add_argument("--reference", default=reference.DEFAULT_PATH, help="reference-results yaml")
@@ -62,6 +70,7 @@ def parse(argv=None):
                          "path, zoo, versions); by default such runs are separate rows")
     args = ap.parse_args(argv)
     args.config_runs = None
+    halt = {"on_failure": args.halt_on_failure or None, "off_published": args.halt_off_published}
     if args.sweep:
         with open(args.sweep) as f:
             spec = yaml.safe_load(f) or {}
@@ -76,6 +85,15 @@ def parse(argv=None):
                            ("configs", spec.get("configs")), ("plugin", spec.get("plugins")), ("jobs", spec.get("jobs"))):
             if getattr(args, key) is None and value is not None:
                 setattr(args, key, value)
+        given = spec.get("halt") or {}
+        if not isinstance(given, dict) or set(given) - HALT_KEYS:
+            raise UserError(f"{args.sweep}: halt takes a mapping with {sorted(HALT_KEYS)}; got {given!r}")
+        halt = {k: given.get(k) if halt[k] is None else halt[k] for k in HALT_KEYS}  # the command line wins
+    args.halt = halt
+    if args.halt["off_published"] is not None and (isinstance(args.halt["off_published"], bool) or not
+                                                   isinstance(args.halt["off_published"], (int, float))
+                                                   or args.halt["off_published"] < 0):
+        raise UserError(f"halt off_published must be a number of points >= 0; got {args.halt['off_published']!r}")
     args.out = args.out or "comparison"
     args.configs = args.configs or "configs"
     args.set = args.set or []
@@ -107,6 +125,27 @@ def report(results, refs, out: str, pool_runtimes: bool = False) -> None:
     print(text)
     print(f"report written to {out}/ (comparison.md, comparison.csv, bars.png, curves_*.png"
           + (", probe_*.png" if probes else "") + ")")
+
+
+def halt_check(rules: dict, refs):
+    """The sweep's halt rule as ``sweep.execute`` asks it: a failed run (``on_failure``), or a finished one whose
+    best top-1 lies more than ``off_published`` points from the number published for its method and pair (a run
+    with no published number is never off it); None where neither rule is set."""
+    if not rules.get("on_failure") and rules.get("off_published") is None:
+        return None
+
+    def check(spec: sweep.RunSpec, ok: bool):
+        if not ok:
+            return "it failed" if rules.get("on_failure") else None
+        if rules.get("off_published") is None:
+            return None
+        run = aggregate.read_run(spec.run_dir)
+        ref = aggregate.published(refs, run.dataset, run.pair, run.method, run.tag, False)
+        if ref is None or run.best_top1 is None or abs(run.best_top1 - ref.top1) <= rules["off_published"]:
+            return None
+        return (f"best top-1 {run.best_top1:.2f} is {run.best_top1 - ref.top1:+.2f} from the published {ref.top1:.2f} "
+                f"({ref.source}), more than the {rules['off_published']} points the sweep allows")
+    return check
 
 
 def dry_run(specs, scratch, generated: str) -> int:
@@ -163,16 +202,27 @@ def main(argv=None) -> int:
                 if scratch is not None:
                     shutil.rmtree(scratch, ignore_errors=True)
         aggregate.check_report_dir(args.out, args.replace_report)
-        failed = []
+        halted_file = os.path.join(args.out, HALTED_FILE)
+        if not args.no_run and os.path.isfile(halted_file):
+            with open(halted_file) as f:
+                first = f.readline().strip()
+            raise UserError(f"{halted_file}: {first}; look into it, then delete that file to go on")
+        result = {"failed": [], "halted": [], "not_started": []}
         if not args.no_run:
-            failed = sweep.execute(specs, os.path.join(args.out, "logs"), jobs=args.jobs)["failed"]
+            result = sweep.execute(specs, os.path.join(args.out, "logs"), jobs=args.jobs,
+                                   halt=halt_check(args.halt, refs))
         report([aggregate.read_run(s.run_dir) for s in specs], refs, args.out, args.pool_runtimes)
-        if failed:
-            print(f"{len(failed)} run(s) failed:", file=sys.stderr)
-            for spec, rc, last, log in failed:
+        if result["failed"]:
+            print(f"{len(result['failed'])} run(s) failed:", file=sys.stderr)
+            for spec, rc, last, log in result["failed"]:
                 print(f"  {spec.label}: exit {rc}: {last} (log: {log})", file=sys.stderr)
-            return 1
-        return 0
+        for spec, reason in result["halted"]:
+            left = ", ".join(s.label for s in result["not_started"]) or "none"
+            with open(halted_file, "w") as f:
+                f.write(f"the sweep halted after {spec.label}: {reason}\nnot started: {left}\n")
+            print(f"the sweep halted after {spec.label}: {reason}; not started: {left}. Look into it; "
+                  f"{halted_file} keeps the sweep from starting until it is deleted", file=sys.stderr)
+        return 1 if result["failed"] or result["halted"] else 0
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

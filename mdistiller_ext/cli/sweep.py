@@ -174,16 +174,22 @@ def visible_gpus() -> List[str]:
 
 
 def execute(specs: Sequence[RunSpec], log_dir: str, echo: Callable[[str], None] = print, jobs: int = 1,
-            gpus: Optional[Sequence[str]] = None) -> Dict[str, List]:
+            gpus: Optional[Sequence[str]] = None,
+            halt: Optional[Callable[[RunSpec, bool], Optional[str]]] = None) -> Dict[str, List]:
     """Run what is not finished, up to ``jobs`` at a time, in plan order; a run waits for the planned run
     that makes its teacher. A failing run is reported, not fatal (its students are reported as failed).
     With GPUs (``gpus``, default ``visible_gpus()``) and several jobs, each run sees one GPU
-    (CUDA_VISIBLE_DEVICES), the one the fewest running runs use."""
+    (CUDA_VISIBLE_DEVICES), the one the fewest running runs use.
+
+    ``halt(spec, ok)`` is asked about every run that ends in this call (``ok``: it finished without error);
+    a reason it returns stops the sweep: no further run starts, the running ones finish, and the report's
+    "halted" holds (spec, reason) and "not_started" the runs left. Runs finished before this call are not
+    asked about."""
     if jobs < 1:
         raise UserError(f"--jobs must be at least 1; got {jobs}")
     gpus = list(visible_gpus() if gpus is None else gpus) if jobs > 1 else []
     os.makedirs(log_dir, exist_ok=True)
-    report: Dict[str, List] = {"skipped": [], "ran": [], "failed": []}
+    report: Dict[str, List] = {"skipped": [], "ran": [], "failed": [], "halted": [], "not_started": []}
     env = run_env(jobs)
     n = len(specs)
     index = {id(spec): i for i, spec in enumerate(specs, 1)}
@@ -192,10 +198,17 @@ def execute(specs: Sequence[RunSpec], log_dir: str, echo: Callable[[str], None] 
     pending = list(specs)
     running: List = []  # (process, spec, log_file, open file, GPU or None)
 
+    def ended(spec: RunSpec, ok: bool) -> None:
+        reason = halt(spec, ok) if halt is not None and not report["halted"] else None
+        if reason:
+            report["halted"].append((spec, reason))
+            echo(f"    sweep halted after {spec.label}: {reason}")
+
     def fail(spec: RunSpec, rc: int, why: str, log_file: str) -> None:
         echo(f"    [{index[id(spec)]}/{n}] {spec.label} failed (exit {rc}): {why} [log: {log_file}]")
         report["failed"].append((spec, rc, why, log_file))
         done_dirs[os.path.normpath(spec.run_dir)] = False
+        ended(spec, False)
 
     def ready(spec: RunSpec) -> Optional[bool]:
         """True: can start; None: must wait; False: cannot run (its teacher run failed)."""
@@ -208,8 +221,13 @@ def execute(specs: Sequence[RunSpec], log_dir: str, echo: Callable[[str], None] 
         return done_dirs.get(os.path.normpath(teacher.run_dir))
 
     while pending or running:
+        if report["halted"]:
+            report["not_started"] += pending
+            pending = []
+            if not running:
+                break
         for spec in list(pending):
-            if len(running) >= jobs:
+            if len(running) >= jobs or report["halted"]:
                 break
             go = ready(spec)
             if go is None:
@@ -254,6 +272,7 @@ def execute(specs: Sequence[RunSpec], log_dir: str, echo: Callable[[str], None] 
                 done_dirs[os.path.normpath(spec.run_dir)] = True
                 if jobs > 1:
                     echo(f"    [{index[id(spec)]}/{n}] {spec.label}: done")
+                ended(spec, True)
             else:
                 with open(log_file) as lf:
                     tail = [line.strip() for line in lf if line.strip()][-1:] or ["(no output)"]
