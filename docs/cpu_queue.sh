@@ -20,7 +20,7 @@ PY=${PYTHON:-python3}
 QUEUE=(
   "study100 e972a62 docs/cifar100_study/sweep.yaml docs/cifar100_study/runs finished"
   "baselines100 55839bd docs/cifar100_study/sweep_baselines.yaml docs/cifar100_study/runs finished"
-  "res56_res20 55839bd docs/cifar100_res56_res20/sweep.yaml docs/cifar100_res56_res20 every"
+  "res56_res20 963f88e docs/cifar100_res56_res20/sweep.yaml docs/cifar100_res56_res20 every"
 )
 LONG_RUNS=docs/cifar100_res56_res20
 # every later worktree links its ./data (EXT.DATA_CACHE's default) to the first sweep's: the decoded CIFAR-100,
@@ -95,6 +95,8 @@ case "${1:-}" in
       read -r name commit sweep runs _ <<< "$entry"
       echo "== $name ($commit): $sweep"
       [ -d "$PARENT/$name/$runs" ] || { echo "  not started"; continue; }
+      # a sweep that halted itself (sweep.yaml's halt) says why here until someone deletes the file
+      if [ -f "$PARENT/$name/$runs/HALTED.txt" ]; then sed 's/^/  HALTED: /' "$PARENT/$name/$runs/HALTED.txt"; fi
       while IFS= read -r log; do
         run=$(dirname "$log")
         if finished "$run"; then state="finished ($(grep '^best_acc' "$log" | tail -1 | tr '\t' ' '))"

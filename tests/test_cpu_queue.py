@@ -59,6 +59,7 @@ def fake_layout(tmp_path):
     (long_run / "worklog.txt").write_text("-------------------------\nepoch: 1\ntest_acc: 30.0\n")
     (long_run / "runtime.json").write_text("{}")
     (long_run / "latest").write_text("a checkpoint, never copied")
+    (long_run.parent.parent / "HALTED.txt").write_text("the sweep halted after dhkd: it failed\nnot started: kd\n")
     kept = repo / "docs" / "cifar100_study" / "runs" / "old"
     kept.mkdir(parents=True)
     (kept / "worklog.txt").write_text("best_acc\t49.00\n")
@@ -72,6 +73,7 @@ def test_status_and_sync_on_a_fake_worktree(tmp_path):
     assert status.returncode == 0, status.stderr
     assert "kd,seed0: finished (best_acc 51.25)" in status.stdout and "dkd,seed1: 3 epochs done" in status.stdout
     assert "baselines100" in status.stdout and "not started" in status.stdout
+    assert "  HALTED: the sweep halted after dhkd: it failed\n  HALTED: not started: kd\n" in status.stdout
     # PYTHON=true: the claims page's regeneration is the study's own test; here only the copying
     synced = subprocess.run(["bash", script, "sync"], capture_output=True, text=True, env=dict(os.environ, PYTHON="true"))
     assert synced.returncode == 0, synced.stderr
