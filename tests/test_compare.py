@@ -1,6 +1,7 @@
 """Comparison tooling: aggregation on hand-written worklogs, skip/resume logic, reference data, outputs."""
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -367,6 +368,8 @@ run_dir, stamp, seconds, rc = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(
 start = time.time(); time.sleep(seconds)
 with open(stamp, "w") as f:
     f.write(f"{start} {time.time()} {os.environ.get('OMP_NUM_THREADS', '')} {os.environ.get('CUDA_VISIBLE_DEVICES', '-')}")
+if rc < 0:
+    os.kill(os.getpid(), -rc)  # stopped from outside, as a machine going down stops it
 if rc:
     print("boom: this run failed"); sys.exit(rc)
 os.makedirs(run_dir, exist_ok=True)
@@ -375,7 +378,7 @@ with open(os.path.join(run_dir, "worklog.txt"), "w") as f:
 """
 
 
-def scheduled(tmp_path, monkeypatch, jobs, failing=(), seconds=None, gpus=(), halt=None):
+def scheduled(tmp_path, monkeypatch, jobs, failing=(), seconds=None, gpus=(), halt=None, signalled=()):
     """A teacher, two students that learn from it, and an independent run, executed by sweep.execute."""
     config = str(ROOT / "configs" / "cifar10" / "kd" / "res20_res8.yaml")
     teacher_dir = str(tmp_path / "runs" / "teacher")
@@ -390,7 +393,8 @@ def scheduled(tmp_path, monkeypatch, jobs, failing=(), seconds=None, gpus=(), ha
     def command(spec, state):
         name = os.path.basename(spec.run_dir)
         return [sys.executable, "-c", FAKE_RUN, spec.run_dir, str(tmp_path / f"{name}.stamp"),
-                str(seconds.get(name, 0.3)), "3" if name in failing else "0"]
+                str(seconds.get(name, 0.3)),
+                "3" if name in failing else str(-int(signal.SIGTERM)) if name in signalled else "0"]
 
     monkeypatch.setattr(sweep, "command", command)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
@@ -479,6 +483,12 @@ def test_a_halt_stops_the_sweep_after_the_run_it_names_and_lets_the_running_ones
     _, report, t, _ = halting(1, lambda spec, ok: asked.append(ok) or (None if ok else "it failed"),
                               failing={"teacher"})
     assert asked == [False] and set(t) == {"teacher"} and len(report["not_started"]) == 3
+    # a run stopped by SIGTERM is an interruption, not a finding: reported failed, never asked about
+    asked.clear()
+    _, report, t, _ = halting(1, lambda spec, ok: asked.append(ok) or (None if ok else "it failed"),
+                              signalled={"alone"})
+    assert asked == [True, True, True] and not report["halted"]
+    assert [(os.path.basename(spec.run_dir), rc) for spec, rc, _, _ in report["failed"]] == [("alone", -signal.SIGTERM)]
 
 
 def test_a_sweep_halts_on_a_run_off_its_published_number_and_stays_halted_until_told(tmp_path, monkeypatch):

@@ -1,5 +1,6 @@
 """Plan and run methods x pairs x seeds: skip finished runs, resume interrupted ones, never overwrite."""
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -14,6 +15,10 @@ from mdistiller_ext.generate import config_relpath, write_missing
 from mdistiller_ext.recipes import PAIR_TABLES, pair_of
 
 # where `import mdistiller_ext` resolves, for the runs' own processes (a source checkout or an install)
+
+
+# signals that stop a run from outside without anything being wrong with it (a machine or session going down)
+INTERRUPTIONS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 
 
 @dataclass
@@ -184,7 +189,8 @@ def execute(specs: Sequence[RunSpec], log_dir: str, echo: Callable[[str], None] 
     ``halt(spec, ok)`` is asked about every run that ends in this call (``ok``: it finished without error);
     a reason it returns stops the sweep: no further run starts, the running ones finish, and the report's
     "halted" holds (spec, reason) and "not_started" the runs left. Runs finished before this call are not
-    asked about."""
+    asked about, nor a run stopped by SIGTERM, SIGINT or SIGHUP (an interruption, e.g. a machine going down,
+    that the next sweep resumes; it is reported failed)."""
     if jobs < 1:
         raise UserError(f"--jobs must be at least 1; got {jobs}")
     gpus = list(visible_gpus() if gpus is None else gpus) if jobs > 1 else []
@@ -204,11 +210,12 @@ def execute(specs: Sequence[RunSpec], log_dir: str, echo: Callable[[str], None] 
             report["halted"].append((spec, reason))
             echo(f"    sweep halted after {spec.label}: {reason}")
 
-    def fail(spec: RunSpec, rc: int, why: str, log_file: str) -> None:
+    def fail(spec: RunSpec, rc: int, why: str, log_file: str, interrupted: bool = False) -> None:
         echo(f"    [{index[id(spec)]}/{n}] {spec.label} failed (exit {rc}): {why} [log: {log_file}]")
         report["failed"].append((spec, rc, why, log_file))
         done_dirs[os.path.normpath(spec.run_dir)] = False
-        ended(spec, False)
+        if not interrupted:
+            ended(spec, False)
 
     def ready(spec: RunSpec) -> Optional[bool]:
         """True: can start; None: must wait; False: cannot run (its teacher run failed)."""
@@ -276,5 +283,5 @@ def execute(specs: Sequence[RunSpec], log_dir: str, echo: Callable[[str], None] 
             else:
                 with open(log_file) as lf:
                     tail = [line.strip() for line in lf if line.strip()][-1:] or ["(no output)"]
-                fail(spec, proc.returncode, tail[0], log_file)
+                fail(spec, proc.returncode, tail[0], log_file, -proc.returncode in INTERRUPTIONS)
     return report
