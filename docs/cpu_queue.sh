@@ -20,7 +20,7 @@ PY=${PYTHON:-python3}
 QUEUE=(
   "study100 e972a62 docs/cifar100_study/sweep.yaml docs/cifar100_study/runs finished"
   "baselines100 55839bd docs/cifar100_study/sweep_baselines.yaml docs/cifar100_study/runs finished"
-  "res56_res20 963f88e docs/cifar100_res56_res20/sweep.yaml docs/cifar100_res56_res20 every"
+  "res56_res20 adac77b docs/cifar100_res56_res20/sweep.yaml docs/cifar100_res56_res20 every"
 )
 LONG_RUNS=docs/cifar100_res56_res20
 # every later worktree links its ./data (EXT.DATA_CACHE's default) to the first sweep's: the decoded CIFAR-100,
