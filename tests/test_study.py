@@ -298,3 +298,47 @@ def test_cifar100_baseline_rows_set_beside_the_same_seed_runs_and_the_arms_seed_
     assert lines[-3] == "| DIST | 0 | 52.50 (14) | 52.10 | +1.80 / +1.60 | -0.90 / -1.10 | AEKT |"
     assert lines[-1] == "Not finished yet: KD + LS, TTM."
     assert claims.baseline_lines({"TTM": [run(0, 40.0, 39.0)]}, runs)[-3].endswith("| none |")
+
+
+def _arm_tables(text: str):
+    """Every table of a page whose header starts '| arm | best epoch | last epoch | seeds', as lists of
+    (label, best, last, seeds) rows."""
+    import re
+
+    tables, rows = [], None
+    for line in text.splitlines():
+        if line.startswith("| arm | best epoch | last epoch | seeds"):
+            rows = []
+            tables.append(rows)
+        elif rows is not None and line.startswith("|") and not line.startswith("|---"):
+            m = re.match(r"\| (.+?) \| ([\d.]+ ± [\d.]+) \| ([\d.]+ ± [\d.]+) \| (\d+) \|", line)
+            assert m, f"unreadable row: {line}"
+            rows.append(m.groups())
+        elif not line.startswith("|"):
+            rows = None
+    return tables
+
+
+def _claims_arms(path):
+    """(best, last, seeds) of every arm with more than one run on a generated claims page."""
+    import re
+
+    return {(m.group(1), m.group(3), m.group(2)) for m in
+            (re.match(r"\| .+? \| ([\d.]+ ± [\d.]+) \(n=(\d+)\) \| ([\d.]+ ± [\d.]+) \(n=\d+\) \| [+-][\d.]+ \|$", line)
+             for line in path.read_text().splitlines()) if m}
+
+
+def test_the_readmes_arm_tables_are_the_claims_pages_numbers():
+    """The hand-written tables of the README and of both study pages quote their claims.md (generated from the
+    committed runs) exactly: an arm's best and last epoch and its number of seeds."""
+    c10 = _claims_arms(ROOT / "docs" / "cifar10_study" / "claims.md")
+    c100 = _claims_arms(STUDY100 / "claims.md")
+    assert len(c10) >= 7 and len(c100) == 9
+    pages = [(ROOT / "README.md", [c10, c100]), (ROOT / "docs" / "cifar10_study" / "README.md", [c10]),
+             (STUDY100 / "README.md", [c100])]
+    for page, claims in pages:
+        tables = _arm_tables(page.read_text())
+        assert len(tables) == len(claims), page
+        for rows, arms in zip(tables, claims):
+            for label, best, last, seeds in rows:
+                assert (best, last, seeds) in arms, f"{page.name}: {label} {best} / {last} (n={seeds}) is not in claims.md"
