@@ -5,8 +5,10 @@
 # Finished runs committed here are copied into a worktree before its sweep starts, so a fresh machine
 # skips them instead of running them again.
 #
-#   bash docs/cpu_queue.sh run      the sweeps one after the other; PYTHON names the interpreter (it needs
-#                                   mdistiller for the study's ReviewKD arm); stops at the first failure
+#   bash docs/cpu_queue.sh run      the sweeps one after the other (a sweep marked "beside" with runs left goes
+#                                   on in the background while the next starts, every run then on one thread);
+#                                   PYTHON names the interpreter (it needs mdistiller for the study's ReviewKD
+#                                   arm); stops at the first failure
 #   bash docs/cpu_queue.sh sync     finished runs' small outputs (worklog, config, runtime record, probe)
 #                                   copied into this checkout, and the long runs' so far; the CIFAR-100
 #                                   claims page and the 240-epoch runs' comparison regenerated
@@ -16,11 +18,13 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PARENT=$(dirname "$ROOT")
 PY=${PYTHON:-python3}
 # worktree name, pinned commit, sweep file, the folder its runs land in, what sync copies (finished runs, or
-# every run: a 240-epoch run spans sessions, and how far it got is committed at each session's end)
+# every run: a 240-epoch run spans sessions, and how far it got is committed at each session's end), and whether
+# the next sweep waits for this one or starts beside it (the baselines: CRD's single run holds one core for about
+# ten hours, its 16,385 memory rows gathered per sample, while the other three finish in about an hour)
 QUEUE=(
-  "study100 e972a62 docs/cifar100_study/sweep.yaml docs/cifar100_study/runs finished"
-  "baselines100 55839bd docs/cifar100_study/sweep_baselines.yaml docs/cifar100_study/runs finished"
-  "res56_res20 adac77b docs/cifar100_res56_res20/sweep.yaml docs/cifar100_res56_res20 every"
+  "study100 e972a62 docs/cifar100_study/sweep.yaml docs/cifar100_study/runs finished wait"
+  "baselines100 55839bd docs/cifar100_study/sweep_baselines.yaml docs/cifar100_study/runs finished beside"
+  "res56_res20 adac77b docs/cifar100_res56_res20/sweep.yaml docs/cifar100_res56_res20 every wait"
 )
 LONG_RUNS=docs/cifar100_res56_res20
 # every later worktree links its ./data (EXT.DATA_CACHE's default) to the first sweep's: the decoded CIFAR-100,
@@ -68,19 +72,28 @@ worktree() {  # the pinned worktree of queue entry "$1 $2", created if missing, 
 
 case "${1:-}" in
   run)
+    beside=()
     for entry in "${QUEUE[@]}"; do
-      read -r name commit sweep runs _ <<< "$entry"
+      read -r name commit sweep runs _ mode <<< "$entry"
       wt=$(worktree "$name" "$commit")
       echo "== $name ($commit): $sweep; finished runs from $ROOT:"
       copy_runs "$ROOT/$runs" "$wt/$runs"
       # a sweep shares the cores out among its side-by-side runs (the study: two, one thread each); the
-      # 240-epoch runs go one at a time and take both
-      (cd "$wt" && "$PY" tools/compare.py --sweep "$sweep")
+      # 240-epoch runs go one at a time and take both, unless a sweep beside them still has runs
+      if [ "$mode" = beside ] && (cd "$wt" && "$PY" tools/compare.py --sweep "$sweep" --dry-run) | grep -qE '^(not run yet|partial)'; then
+        echo "   (runs left: it goes on beside the next sweep, every run on one thread)"
+        (cd "$wt" && "$PY" tools/compare.py --sweep "$sweep") &
+        beside+=("$!")
+        export OMP_NUM_THREADS=1
+      else
+        (cd "$wt" && "$PY" tools/compare.py --sweep "$sweep")
+      fi
     done
+    for pid in ${beside[@]+"${beside[@]}"}; do wait "$pid"; done
     ;;
   sync)
     for entry in "${QUEUE[@]}"; do
-      read -r name commit sweep runs which <<< "$entry"
+      read -r name commit sweep runs which _ <<< "$entry"
       [ -d "$PARENT/$name" ] || continue
       echo "== $name: runs copied ($which)"
       copy_runs "$PARENT/$name/$runs" "$ROOT/$runs" "$which"
@@ -100,7 +113,7 @@ case "${1:-}" in
       while IFS= read -r log; do
         run=$(dirname "$log")
         if finished "$run"; then state="finished ($(grep '^best_acc' "$log" | tail -1 | tr '\t' ' '))"
-        else state="$(grep -c '^epoch' "$log") epochs done"; fi
+        else state="$(grep -c '^epoch' "$log" || true) epochs done"; fi
         echo "  ${run#"$PARENT/$name/$runs"/}: $state"
       done < <(find "$PARENT/$name/$runs" -name worklog.txt | sort)
     done

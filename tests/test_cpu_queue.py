@@ -24,7 +24,8 @@ def test_queue_order_and_every_sweep_lands_where_the_script_looks():
     entries = queue()
     assert [e[0] for e in entries] == ["study100", "baselines100", "res56_res20"]  # the issues' order
     assert [e[4] for e in entries] == ["finished", "finished", "every"]  # only the long runs' progress is copied
-    for name, commit, sweep_file, runs, _ in entries:
+    assert [e[5] for e in entries] == ["wait", "beside", "wait"]  # CRD's long run does not hold the 240-epoch runs back
+    for name, commit, sweep_file, runs, _, _ in entries:
         spec = yaml.safe_load((ROOT / sweep_file).read_text())
         planned = sweep.plan_configs(spec["runs"])
         assert planned and all(os.path.normpath(r.run_dir).startswith(runs + os.sep) for r in planned), name
@@ -36,7 +37,7 @@ def test_pinned_commits_exist_and_hold_their_sweeps():
     if subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--is-shallow-repository"], capture_output=True,
                       text=True).stdout.strip() == "true":
         pytest.skip("a shallow clone lacks the pinned commits")
-    for name, commit, sweep_file, _, _ in queue():
+    for name, commit, sweep_file, _, _, _ in queue():
         shown = subprocess.run(["git", "-C", str(ROOT), "show", f"{commit}:{sweep_file}"], capture_output=True, text=True)
         assert shown.returncode == 0, f"{name}: {commit} has no {sweep_file}: {shown.stderr}"
 
@@ -47,7 +48,7 @@ def fake_layout(tmp_path):
     (repo / "docs").mkdir(parents=True)
     shutil.copy(SCRIPT, repo / "docs" / "cpu_queue.sh")
     runs = tmp_path / "study100" / "docs" / "cifar100_study" / "runs"
-    for name, epochs, done in (("kd,seed0", 15, True), ("dkd,seed1", 3, False), ("old", 15, True)):
+    for name, epochs, done in (("kd,seed0", 15, True), ("dkd,seed1", 3, False), ("old", 15, True), ("crd,seed0", 0, False)):
         (runs / name).mkdir(parents=True)
         log = "# runtime: x\n" + "".join(f"-------------------------\nepoch: {e}\ntest_acc: 50.0\n"
                                           for e in range(1, epochs + 1))
@@ -72,6 +73,7 @@ def test_status_and_sync_on_a_fake_worktree(tmp_path):
     status = subprocess.run(["bash", script, "status"], capture_output=True, text=True)
     assert status.returncode == 0, status.stderr
     assert "kd,seed0: finished (best_acc 51.25)" in status.stdout and "dkd,seed1: 3 epochs done" in status.stdout
+    assert "crd,seed0: 0 epochs done" in status.stdout  # a run before its first epoch does not stop the listing
     assert "baselines100" in status.stdout and "not started" in status.stdout
     assert "  HALTED: the sweep halted after dhkd: it failed\n  HALTED: not started: kd\n" in status.stdout
     # PYTHON=true: the claims page's regeneration is the study's own test; here only the copying
@@ -92,9 +94,10 @@ def test_unknown_command_says_how_to_use_it():
     assert out.returncode == 2 and "usage: bash docs/cpu_queue.sh run | sync | status" in out.stderr
 
 
-def test_run_pins_each_worktree_and_later_ones_share_the_first_ones_data_cache(tmp_path):
-    """`run` on a real git repository: each sweep runs in a worktree at its pinned commit, and the worktrees made
-    after the first link ./data to the first one's, so the decoded data and the teacher logits are made once."""
+def queue_repo(tmp_path, modes, unfinished=(), seconds=None):
+    """A git repository holding cpu_queue.sh with one queue entry per (name, mode), and an interpreter standing in
+    for the sweeps: a dry run lists a run "not run yet" for the sweeps named in ``unfinished``; a real one records
+    its worktree, commit, where its data cache resolves to, OMP_NUM_THREADS and when it started and ended."""
     if shutil.which("git") is None:
         pytest.skip("git is not installed")
     repo = tmp_path / "repo"
@@ -106,19 +109,51 @@ def test_run_pins_each_worktree_and_later_ones_share_the_first_ones_data_cache(t
     subprocess.run(git + ["commit", "-qm", "one"], check=True)
     commit = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     text = SCRIPT.read_text()
-    entries = "\n".join(f'  "{n} {commit} sweep_{n}.yaml runs/{n} finished"' for n in ("first", "second", "third"))
+    entries = "\n".join(f'  "{n} {commit} sweep_{n}.yaml runs/{n} finished {mode}"' for n, mode in modes)
     (repo / "docs" / "cpu_queue.sh").write_text(re.sub(r"QUEUE=\(\n.*?\n\)", f"QUEUE=(\n{entries}\n)", text, flags=re.S))
-    # the interpreter stands in for the sweep: it records where it ran and where its data cache resolves to
     record = tmp_path / "record.txt"
     fake = tmp_path / "fake_python"
-    fake.write_text(f'#!/bin/sh\necho "$(basename "$PWD") $(git rev-parse --short HEAD) '
-                    f'$(cd data 2>/dev/null && pwd -P)" >> {record}\n')
+    naps = " ".join(f"{n}) sleep {t};;" for n, t in (seconds or {}).items())
+    fake.write_text(
+        "#!/bin/bash\nname=$(basename \"$PWD\")\n"
+        f"if [[ \" $* \" == *\" --dry-run \"* ]]; then case \" {' '.join(unfinished)} \" in *\" $name \"*) "
+        "echo 'not run yet  a run';; *) echo 'finished     a run';; esac; exit 0; fi\n"
+        "start=$(date +%s.%N)\n"
+        f"case $name in {naps} *) ;; esac\n"
+        f'echo "$name $(git rev-parse --short HEAD) data=$(cd data 2>/dev/null && pwd -P) omp=${{OMP_NUM_THREADS:-}} '
+        f'$start $(date +%s.%N)" >> {record}\n')
     fake.chmod(0o755)
     ran = subprocess.run(["bash", str(repo / "docs" / "cpu_queue.sh"), "run"], capture_output=True, text=True,
-                         env=dict(os.environ, PYTHON=str(fake)))
+                         env={k: v for k, v in dict(os.environ, PYTHON=str(fake)).items() if k != "OMP_NUM_THREADS"})
     assert ran.returncode == 0, ran.stderr
+    runs = {line.split()[0]: line.split() for line in record.read_text().splitlines()}
+    return commit, runs, ran.stdout
+
+
+def test_run_pins_each_worktree_and_later_ones_share_the_first_ones_data_cache(tmp_path):
+    """`run` on a real git repository: each sweep runs in a worktree at its pinned commit, and the worktrees made
+    after the first link ./data to the first one's, so the decoded data and the teacher logits are made once."""
+    commit, runs, _ = queue_repo(tmp_path, [("first", "wait"), ("second", "wait"), ("third", "wait")])
     first_data = str((tmp_path / "first" / "data").resolve())
-    lines = record.read_text().split("\n")[:3]
-    assert lines[0].split()[:2] == ["first", commit]
-    assert [line.split() for line in lines[1:]] == [["second", commit, first_data], ["third", commit, first_data]]
+    assert runs["first"][:2] == ["first", commit]
+    assert [runs[n][:3] for n in ("second", "third")] == [["second", commit, f"data={first_data}"],
+                                                          ["third", commit, f"data={first_data}"]]
     assert (tmp_path / "second" / "data").is_symlink() and not (tmp_path / "first" / "data").is_symlink()
+    assert {runs[n][3] for n in runs} == {"omp="}  # one after the other: each sweep shares the cores out itself
+
+
+def test_a_sweep_marked_beside_goes_on_in_the_background_while_the_next_runs_on_one_thread(tmp_path):
+    """The baselines' sweep (CRD's run holds a core for hours) is marked "beside": with runs left it goes on while
+    the next sweep starts, and from then on every sweep's runs get one thread; with none left it is a quick
+    pass and the next sweep takes the cores as before. `run` returns only when the sweep beside has ended."""
+    _, runs, out = queue_repo(tmp_path, [("first", "wait"), ("second", "beside"), ("third", "wait")],
+                              unfinished=("second",), seconds={"second": 2})
+    second_start, second_end = map(float, runs["second"][4:6])
+    third_start = float(runs["third"][4])
+    assert second_start < third_start < second_end  # side by side
+    assert runs["third"][3] == "omp=1" and runs["first"][3] == "omp="
+    assert "it goes on beside the next sweep" in out
+    _, runs, out = queue_repo(tmp_path / "done", [("first", "wait"), ("second", "beside"), ("third", "wait")],
+                              seconds={"second": 1})
+    assert float(runs["third"][4]) >= float(runs["second"][5]) and runs["third"][3] == "omp="
+    assert "beside the next sweep" not in out
