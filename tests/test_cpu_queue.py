@@ -96,7 +96,8 @@ def test_unknown_command_says_how_to_use_it():
 
 def queue_repo(tmp_path, modes, unfinished=(), seconds=None):
     """A git repository holding cpu_queue.sh with one queue entry per (name, mode), and an interpreter standing in
-    for the sweeps: a dry run lists a run "not run yet" for the sweeps named in ``unfinished``; a real one records
+    for the sweeps: a dry run lists a run "not run yet" for the sweeps named in ``unfinished`` (then a long tail,
+    as a real plan has: a reader that stops early breaks the pipe); a real one records
     its worktree, commit, where its data cache resolves to, OMP_NUM_THREADS and when it started and ended."""
     if shutil.which("git") is None:
         pytest.skip("git is not installed")
@@ -117,7 +118,7 @@ def queue_repo(tmp_path, modes, unfinished=(), seconds=None):
     fake.write_text(
         "#!/bin/bash\nname=$(basename \"$PWD\")\n"
         f"if [[ \" $* \" == *\" --dry-run \"* ]]; then case \" {' '.join(unfinished)} \" in *\" $name \"*) "
-        "echo 'not run yet  a run';; *) echo 'finished     a run';; esac; exit 0; fi\n"
+        "echo 'not run yet  a run';; *) echo 'finished     a run';; esac; seq 100000 || exit 1; exit 0; fi\n"
         "start=$(date +%s.%N)\n"
         f"case $name in {naps} *) ;; esac\n"
         f'echo "$name $(git rev-parse --short HEAD) data=$(cd data 2>/dev/null && pwd -P) omp=${{OMP_NUM_THREADS:-}} '
