@@ -342,3 +342,16 @@ def test_the_readmes_arm_tables_are_the_claims_pages_numbers():
         for rows, arms in zip(tables, claims):
             for label, best, last, seeds in rows:
                 assert (best, last, seeds) in arms, f"{page.name}: {label} {best} / {last} (n={seeds}) is not in claims.md"
+
+
+def test_the_study_readme_quotes_the_side_by_side_table_of_its_claims_page():
+    """The CIFAR-10 / CIFAR-100 table in the study's README is claims.md's, row for row."""
+    readme = (STUDY100 / "README.md").read_text().splitlines()
+    claims = (STUDY100 / "claims.md").read_text().splitlines()
+
+    def table(lines):
+        start = next(i for i, line in enumerate(lines) if line.startswith("| arm | CIFAR-10 best"))
+        end = next(i for i in range(start, len(lines)) if not lines[i].startswith("|"))
+        return lines[start:end]
+
+    assert len(table(claims)) >= 4 and table(readme) == table(claims)
