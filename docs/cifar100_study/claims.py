@@ -195,9 +195,9 @@ def report(runs: Optional[Dict[str, List[aggregate.RunResult]]] = None,
     lines += [""] + claims_table(best, last, CLAIMS)
     lines += baseline_lines(baselines, runs)
     lines += side_by_side(runs, cifar10)
-    if runs or baselines:
-        lines += run_lines({**runs, **baselines})
-        lines += probe_lines({**runs, **baselines})
+    every = {**runs, **baselines}
+    if every:
+        lines += run_lines(every) + probe_lines(every)
     return "\n".join(lines) + "\n"
 
 

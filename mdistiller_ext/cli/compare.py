@@ -216,7 +216,8 @@ def main(argv=None) -> int:
             print(f"{len(result['failed'])} run(s) failed:", file=sys.stderr)
             for spec, rc, last, log in result["failed"]:
                 print(f"  {spec.label}: exit {rc}: {last} (log: {log})", file=sys.stderr)
-        for spec, reason in result["halted"]:
+        if result["halted"]:  # execute stops at the first halt: one entry
+            (spec, reason), = result["halted"]
             left = ", ".join(s.label for s in result["not_started"]) or "none"
             with open(halted_file, "w") as f:
                 f.write(f"the sweep halted after {spec.label}: {reason}\nnot started: {left}\n")

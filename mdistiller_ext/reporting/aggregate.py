@@ -352,26 +352,21 @@ def _teacher_cell(data: Dict) -> str:
 
 def cost_cells(run: RunResult, data: Dict, unit_s: float, digits: int) -> Tuple[str, str]:
     """(CPU, wall) time of a run in units of ``unit_s`` seconds from its runtime record, saying how many of its
-    logged epochs the record misses (a run stopped before cost was recorded per epoch)."""
+    logged epochs the record misses (a run stopped before cost was recorded per epoch). For a run not finished,
+    also its time over all its expected epochs at the rate of the epochs recorded so far: a rate, not a
+    measurement (a run that fills the teacher-logit cache is slower than one reading it, and the load changes)."""
     cost = provenance.cost_of(data)
     if cost is None:
         return "not recorded", "not recorded"
     missing = len(set(run.epochs) - cost["epochs"])
     note = f" ({missing} of {len(run.epochs)} epochs not recorded)" if missing else ""
-    return f"{cost['cpu_s'] / unit_s:.{digits}f}{note}", f"{cost['wall_s'] / unit_s:.{digits}f}{note}"
-
-
-def projected_cells(run: RunResult, data: Dict, unit_s: float, digits: int) -> Tuple[str, str]:
-    """For a run not finished: its (CPU, wall) time over all its expected epochs at the rate of the epochs its
-    runtime record covers so far, in units of ``unit_s`` seconds; ("", "") for a finished run or one with no
-    cost recorded. A rate, not a measurement: a run that fills the teacher-logit cache is slower than one
-    reading it, and the machine's load changes."""
-    cost = provenance.cost_of(data)
-    if run.status == "finished" or cost is None or not run.expected_epochs or not cost["epochs"]:
-        return "", ""
-    scale = run.expected_epochs / len(cost["epochs"]) / unit_s
-    return tuple(f"; {run.expected_epochs} epochs at this rate: {cost[k] * scale:.{digits}f}"  # type: ignore[return-value]
-                 for k in ("cpu_s", "wall_s"))
+    scale = run.expected_epochs / len(cost["epochs"]) if (run.status != "finished" and run.expected_epochs
+                                                          and cost["epochs"]) else None
+    cells = []
+    for key in ("cpu_s", "wall_s"):
+        ahead = "" if scale is None else f"; {run.expected_epochs} epochs at this rate: {cost[key] * scale / unit_s:.{digits}f}"
+        cells.append(f"{cost[key] / unit_s:.{digits}f}{note}{ahead}")
+    return cells[0], cells[1]
 
 
 def cache_hit_cell(run: RunResult) -> str:
@@ -392,8 +387,7 @@ def run_records(runs: Sequence[RunResult]) -> List[str]:
              "|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(runs, key=lambda r: (r.dataset, r.pair, r.method, r.tag, -1 if r.seed is None else r.seed)):
         data = provenance.read(r.path) or {}
-        cpu, wall = (done + ahead for done, ahead in zip(cost_cells(r, data, 3600.0, 2),
-                                                         projected_cells(r, data, 3600.0, 2)))
+        cpu, wall = cost_cells(r, data, 3600.0, 2)
         best = "-" if r.best_top1 is None else f"{r.best_top1:.2f} ({r.best_epoch})"
         last = "-" if r.last_top1 is None else f"{r.last_top1:.2f}"
         lines.append(f"| {r.tag or os.path.basename(r.path)} | {r.seed if r.seed is not None else '-'} | "
