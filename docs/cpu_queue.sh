@@ -80,8 +80,8 @@ case "${1:-}" in
       copy_runs "$ROOT/$runs" "$wt/$runs"
       # a sweep shares the cores out among its side-by-side runs (the study: two, one thread each); the
       # 240-epoch runs go one at a time and take both, unless a sweep beside them still has runs
-      plan=$(cd "$wt" && "$PY" tools/compare.py --sweep "$sweep" --dry-run)  # read whole: grep -q would cut it short
-      if [ "$mode" = beside ] && grep -qE '^(not run yet|partial)' <<< "$plan"; then
+      # only a sweep marked beside is planned first; its plan is read whole (grep -q on the pipe would cut it short)
+      if [ "$mode" = beside ] && grep -qE '^(not run yet|partial)' <<< "$(cd "$wt" && "$PY" tools/compare.py --sweep "$sweep" --dry-run)"; then
         echo "   (runs left: it goes on beside the next sweep, every run on one thread)"
         (cd "$wt" && "$PY" tools/compare.py --sweep "$sweep") &
         beside+=("$!")
