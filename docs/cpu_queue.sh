@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The project's CPU queue, in its order: the CIFAR-100 study, its baselines' single-seed rows, then the
-# 240-epoch res56 -> res20 runs. Each sweep runs from a git worktree pinned at the commit it started from,
+# The project's CPU queue, in its order: the CIFAR-100 study, its baselines' single-seed rows and the check of
+# DIST's row (a second seed), then the 240-epoch res56 -> res20 runs. Each sweep runs from a git worktree pinned at the commit it started from,
 # beside this checkout (so ../shared resolves as here): a change on main never reaches a run half-way.
 # Finished runs committed here are copied into a worktree before its sweep starts, so a fresh machine
 # skips them instead of running them again.
@@ -24,6 +24,7 @@ PY=${PYTHON:-python3}
 QUEUE=(
   "study100 e972a62 docs/cifar100_study/sweep.yaml docs/cifar100_study/runs finished wait"
   "baselines100 55839bd docs/cifar100_study/sweep_baselines.yaml docs/cifar100_study/runs finished beside"
+  "distcheck100 28b136a docs/cifar100_study/sweep_dist_check.yaml docs/cifar100_study/runs finished beside"
   "res56_res20 adac77b docs/cifar100_res56_res20/sweep.yaml docs/cifar100_res56_res20 every wait"
 )
 LONG_RUNS=docs/cifar100_res56_res20

@@ -22,9 +22,9 @@ def queue():
 
 def test_queue_order_and_every_sweep_lands_where_the_script_looks():
     entries = queue()
-    assert [e[0] for e in entries] == ["study100", "baselines100", "res56_res20"]  # the issues' order
-    assert [e[4] for e in entries] == ["finished", "finished", "every"]  # only the long runs' progress is copied
-    assert [e[5] for e in entries] == ["wait", "beside", "wait"]  # CRD's long run does not hold the 240-epoch runs back
+    assert [e[0] for e in entries] == ["study100", "baselines100", "distcheck100", "res56_res20"]  # the issues' order
+    assert [e[4] for e in entries] == ["finished", "finished", "finished", "every"]  # only the long runs' progress is copied
+    assert [e[5] for e in entries] == ["wait", "beside", "beside", "wait"]  # CRD's long run does not hold the 240-epoch runs back
     for name, commit, sweep_file, runs, _, _ in entries:
         spec = yaml.safe_load((ROOT / sweep_file).read_text())
         planned = sweep.plan_configs(spec["runs"])
