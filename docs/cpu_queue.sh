@@ -10,8 +10,10 @@
 #                                   PYTHON names the interpreter (it needs mdistiller for the study's ReviewKD
 #                                   arm); stops at the first failure
 #   bash docs/cpu_queue.sh sync     finished runs' small outputs (worklog, config, runtime record, probe)
-#                                   copied into this checkout, and the long runs' so far; the CIFAR-100
-#                                   claims page and the 240-epoch runs' comparison regenerated
+#                                   copied into this checkout, and the long runs' so far with their last
+#                                   checkpoint less the teacher's weights (latest.carry: commit it, and `run`
+#                                   on a fresh machine resumes them from it); the CIFAR-100 claims page and
+#                                   the 240-epoch runs' comparison regenerated
 #   bash docs/cpu_queue.sh status   every run of the queue: finished, or the epochs it has done
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -75,10 +77,13 @@ case "${1:-}" in
   run)
     beside=()
     for entry in "${QUEUE[@]}"; do
-      read -r name commit sweep runs _ mode <<< "$entry"
+      read -r name commit sweep runs which mode <<< "$entry"
       wt=$(worktree "$name" "$commit")
       echo "== $name ($commit): $sweep; finished runs from $ROOT:"
       copy_runs "$ROOT/$runs" "$wt/$runs"
+      # the long runs' carried checkpoints (a fresh machine has none of its own): each goes on where it stopped;
+      # run from this checkout, whose package has the tool (a worktree's may predate it)
+      if [ "$which" = every ]; then (cd "$ROOT" && "$PY" -m mdistiller_ext.runs.carry restore "$ROOT/$runs" "$wt/$runs"); fi
       # a sweep shares the cores out among its side-by-side runs (the study: two, one thread each); the
       # 240-epoch runs go one at a time and take both, unless a sweep beside them still has runs
       # only a sweep marked beside is planned first; its plan is read whole (grep -q on the pipe would cut it short)
@@ -99,6 +104,10 @@ case "${1:-}" in
       [ -d "$PARENT/$name" ] || continue
       echo "== $name: runs copied ($which)"
       copy_runs "$PARENT/$name/$runs" "$ROOT/$runs" "$which"
+      if [ "$which" = every ]; then  # and their checkpoints without the teacher's weights (runs/carry.py)
+        (cd "$ROOT" && "$PY" -m mdistiller_ext.runs.carry pack "$PARENT/$name/$runs" "$ROOT/$runs") \
+          || echo "  warning: a checkpoint was not carried (above); a fresh machine would start that run again" >&2
+      fi
     done
     "$PY" "$ROOT/docs/cifar100_study/claims.py" > /dev/null
     if [ -n "$(find "$ROOT/$LONG_RUNS" -mindepth 2 -name worklog.txt -print -quit)" ]; then

@@ -76,9 +76,18 @@ def test_status_and_sync_on_a_fake_worktree(tmp_path):
     assert "crd,seed0: 0 epochs done" in status.stdout  # a run before its first epoch does not stop the listing
     assert "baselines100" in status.stdout and "not started" in status.stdout
     assert "  HALTED: the sweep halted after dhkd: it failed\n  HALTED: not started: kd\n" in status.stdout
-    # PYTHON=true: the claims page's regeneration is the study's own test; here only the copying
-    synced = subprocess.run(["bash", script, "sync"], capture_output=True, text=True, env=dict(os.environ, PYTHON="true"))
+    # PYTHON stands in: the claims page's regeneration is the study's own test and carrying checkpoints
+    # test_carry.py's; here the copying, and which folders the carry is asked to pack (from the checkout)
+    calls = tmp_path / "calls.txt"
+    fake = tmp_path / "fake_python"
+    fake.write_text(f'#!/bin/bash\necho "$PWD $*" >> {calls}\n')
+    fake.chmod(0o755)
+    synced = subprocess.run(["bash", script, "sync"], capture_output=True, text=True, env=dict(os.environ, PYTHON=str(fake)))
     assert synced.returncode == 0, synced.stderr
+    long_runs = "docs/cifar100_res56_res20"
+    assert f"{repo} -m mdistiller_ext.runs.carry pack {tmp_path}/res56_res20/{long_runs} {repo}/{long_runs}" \
+        in calls.read_text().splitlines()
+    assert sum("runs.carry" in line for line in calls.read_text().splitlines()) == 1  # the long runs' folder only
     copied = repo / "docs" / "cifar100_study" / "runs" / "kd,seed0"
     assert sorted(p.name for p in copied.iterdir()) == ["config.yaml", "worklog.txt"]  # no checkpoint
     assert not (repo / "docs" / "cifar100_study" / "runs" / "dkd,seed1").exists()  # unfinished: not copied
@@ -95,10 +104,11 @@ def test_unknown_command_says_how_to_use_it():
 
 
 def queue_repo(tmp_path, modes, unfinished=(), seconds=None):
-    """A git repository holding cpu_queue.sh with one queue entry per (name, mode), and an interpreter standing in
+    """A git repository holding cpu_queue.sh with one queue entry per (name, mode[, what sync copies]), and an interpreter standing in
     for the sweeps: a dry run lists a run "not run yet" for the sweeps named in ``unfinished`` (then a long tail,
     as a real plan has: a reader that stops early breaks the pipe); a real one records
-    its worktree, commit, where its data cache resolves to, OMP_NUM_THREADS and when it started and ended."""
+    its worktree (or "repo": a call from the checkout), commit, where its data cache resolves to, OMP_NUM_THREADS,
+    when it started and ended, and its arguments."""
     if shutil.which("git") is None:
         pytest.skip("git is not installed")
     repo = tmp_path / "repo"
@@ -110,7 +120,8 @@ def queue_repo(tmp_path, modes, unfinished=(), seconds=None):
     subprocess.run(git + ["commit", "-qm", "one"], check=True)
     commit = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     text = SCRIPT.read_text()
-    entries = "\n".join(f'  "{n} {commit} sweep_{n}.yaml runs/{n} finished {mode}"' for n, mode in modes)
+    entries = "\n".join(f'  "{n} {commit} sweep_{n}.yaml runs/{n} {(rest or ["finished"])[0]} {mode}"'
+                        for n, mode, *rest in modes)
     (repo / "docs" / "cpu_queue.sh").write_text(re.sub(r"QUEUE=\(\n.*?\n\)", f"QUEUE=(\n{entries}\n)", text, flags=re.S))
     record = tmp_path / "record.txt"
     fake = tmp_path / "fake_python"
@@ -122,7 +133,7 @@ def queue_repo(tmp_path, modes, unfinished=(), seconds=None):
         "start=$(date +%s.%N)\n"
         f"case $name in {naps} *) ;; esac\n"
         f'echo "$name $(git rev-parse --short HEAD) data=$(cd data 2>/dev/null && pwd -P) omp=${{OMP_NUM_THREADS:-}} '
-        f'$start $(date +%s.%N)" >> {record}\n')
+        f'$start $(date +%s.%N) $*" >> {record}\n')
     fake.chmod(0o755)
     ran = subprocess.run(["bash", str(repo / "docs" / "cpu_queue.sh"), "run"], capture_output=True, text=True,
                          env={k: v for k, v in dict(os.environ, PYTHON=str(fake)).items() if k != "OMP_NUM_THREADS"})
@@ -158,3 +169,13 @@ def test_a_sweep_marked_beside_goes_on_in_the_background_while_the_next_runs_on_
                               seconds={"second": 1})
     assert float(runs["third"][4]) >= float(runs["second"][5]) and runs["third"][3] == "omp="
     assert "beside the next sweep" not in out
+
+
+def test_run_restores_the_long_runs_carried_checkpoints_from_the_checkout_before_their_sweep(tmp_path):
+    """A fresh machine has no checkpoint of a half-done 240-epoch run but the one committed: `run` asks the carry
+    (from the checkout, whose package has it) to restore the sweep's runs into its worktree before the sweep."""
+    _, runs, _ = queue_repo(tmp_path, [("short", "wait"), ("long", "wait", "every")])
+    repo = tmp_path / "repo"
+    assert runs["repo"][6:] == ["-m", "mdistiller_ext.runs.carry", "restore", f"{repo}/runs/long", f"{tmp_path}/long/runs/long"]
+    assert float(runs["repo"][5]) <= float(runs["long"][4])  # before the sweep starts
+    assert "short" in runs and len(runs) == 3  # the short sweep's runs: nothing carried
