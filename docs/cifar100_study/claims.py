@@ -83,8 +83,9 @@ def baseline_lines(baselines: Dict[str, List[aggregate.RunResult]],
     """The baselines' single-seed rows beside the study's arms: each row's difference from KD's and DKD's run of
     the same seed (both epochs), and the study arms whose best-epoch range over seeds holds its best top-1. One
     seed has no spread of its own: no test, no verdict."""
-    lines = ["", "The baselines' single-seed rows (`sweep_baselines.yaml`, run after the study's runs; no claim is "
-             "made on them). One seed shows a number on this setting and that the method trains; it cannot "
+    lines = ["", "The baselines' single-seed rows (`sweep_baselines.yaml`, run after the study's runs, and DIST's "
+             "seed 1 from `sweep_dist_check.yaml`, a check of its seed-0 row; no claim is made on them, a row per "
+             "run). One seed shows a number on this setting and that the method trains; it cannot "
              "resolve a difference smaller than an arm's spread over seeds, so a row is set beside the study's "
              "arms only as a description: its difference from KD's and DKD's run of the same seed (best / last "
              "epoch), and the arms whose best-epoch range over their seeds (min to max) holds its best top-1.", ""]
