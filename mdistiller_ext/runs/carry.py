@@ -15,7 +15,6 @@ Relative teacher paths (runtime.json's, as the run saw them) are resolved from t
 from a checkout root, beside ../shared, as the CPU queue does.
 """
 import argparse
-import hashlib
 import os
 import shutil
 import sys
@@ -25,17 +24,13 @@ import torch
 
 from mdistiller_ext.errors import UserError
 from mdistiller_ext.runs import provenance, worklog
+from mdistiller_ext.runs.archive import sha256_of
 from mdistiller_ext.runs.checkpoint import load_safe, save_atomic, state_dict_of
 
 CARRY = "latest.carry"
 TEACHER = "teacher."
 # what a run directory needs beside its checkpoint to go on as if it had never moved
 RECORDS = ("worklog.txt", "config.yaml", provenance.RUNTIME_FILE, "grad_probe.csv")
-
-
-def _sha256(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
 
 def _teacher_file(run_dir: str) -> Optional[Dict[str, str]]:
@@ -50,7 +45,7 @@ def _teacher_weights(teacher: Dict[str, str]) -> Dict[str, torch.Tensor]:
     path = teacher["path"]
     if not os.path.isfile(path):
         raise UserError(f"teacher file {path} (from runtime.json) not found; run from the checkout root beside ../shared")
-    if _sha256(path) != teacher["sha256"]:
+    if sha256_of(path) != teacher["sha256"]:
         raise UserError(f"teacher file {path} is not the one the run learned from (sha256 {teacher['sha256'][:12]}); "
                         "put that file back")
     return state_dict_of(load_safe(path))

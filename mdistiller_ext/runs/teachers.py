@@ -1,6 +1,5 @@
 """Where teacher checkpoints are looked for, and the message when none is there."""
 import glob
-import hashlib
 import json
 import os
 import re
@@ -10,6 +9,7 @@ from yacs.config import CfgNode
 
 from mdistiller_ext.config import EXPORT_EPOCHS
 from mdistiller_ext.errors import UserError
+from mdistiller_ext.runs.archive import sha256_of
 
 # one folder per dataset under EXT.CKPT_ROOT; cifar100 uses the layout of mdistiller's released teachers
 TEACHER_DIRS = {"cifar100": "cifar_teachers", "cifar10": "cifar10_teachers", "imagenet": "imagenet_teachers"}
@@ -64,9 +64,7 @@ def describe_teacher(path: str) -> Dict[str, object]:
     the export record beside it or, for a file inside a run directory, from that run's worklog."""
     from mdistiller_ext.runs import worklog
 
-    with open(path, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
-    info: Dict[str, object] = {"path": path, "sha256": digest}
+    info: Dict[str, object] = {"path": path, "sha256": sha256_of(path)}
     rec = record_path(path)
     if os.path.isfile(rec):
         with open(rec) as f:
