@@ -32,6 +32,8 @@ def _ext() -> CN:
     n.EXPORT_TEACHER_EPOCH = "best"  # best | last: which epoch's weights EXPORT_TEACHER writes
     n.PROGRESS = True          # tqdm bars
     n.NONFINITE = "stop"       # stop | skip: what a non-finite loss does
+    # minutes of training between snapshots of the epoch in progress, which --resume continues from (0: off)
+    n.SNAPSHOT_MINUTES = 10.0
     # speed: each piece can be turned off on its own
     n.FAST_DATA = "auto"       # auto | on | off: CIFAR held on the device, augmented there in batch (auto: on for CIFAR)
     n.AMP = "auto"             # auto | off | bf16 | fp16 (auto: bf16 on CUDA GPUs that support it, off on CPU)

@@ -35,6 +35,7 @@ RULES: List[Rule] = [
     ("EXT.DEVICE", (lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None, "auto, cpu, cuda or cuda:N")),
     ("EXT.SEED", integer_at_least(0)),
     ("EXT.NONFINITE", one_of(NONFINITE_MODES)),
+    ("EXT.SNAPSHOT_MINUTES", NON_NEGATIVE),
     ("EXT.FAST_DATA", one_of(SWITCHES)),
     ("EXT.AMP", one_of(AMP_MODES)),
     ("EXT.CHANNELS_LAST", one_of(SWITCHES)),

@@ -89,6 +89,55 @@ def test_kill_9_mid_epoch_then_resume_is_bitwise_identical(work):
     assert [c["epochs"] for c in cost] == [[1, 1], [2, 3]] and all(c["cpu_s"] > 0 for c in cost)
 
 
+@pytest.mark.parametrize("path", ["fast", "workers"])
+def test_kill_9_after_an_in_epoch_snapshot_resumes_from_it_bitwise(work, path):
+    """EXT.SNAPSHOT_MINUTES: a process killed in epoch 2 after a snapshot of it resumes at the snapshot's step
+    and ends as the uninterrupted run (without snapshots) does, on the device-resident path and on the
+    DataLoader path with worker processes (whose batches resume passes over by drawing them)."""
+    over = dict(SOLVER__EPOCHS=2)
+    if path == "workers":
+        over.update(EXT__FAST_DATA="off", DATASET__NUM_WORKERS=2, EXT__TRAIN_SUBSET=160)
+    straight = subprocess.run(cmd(write_cfg(work, f"snap_straight_{path}", **over, EXT__SNAPSHOT_MINUTES=0.0)),
+                              cwd=work, env=ENV, capture_output=True, text=True)
+    assert straight.returncode == 0, straight.stderr
+    cfg = write_cfg(work, f"snap_killed_{path}", **over, EXT__SNAPSHOT_MINUTES=1e-9)  # after every step
+    run = work / "out/cifar10_dhkd" / f"snap_killed_{path}"
+    latest, snap = run / "latest", run / "latest_partial"
+    proc = subprocess.Popen(cmd(cfg), cwd=work, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def in_epoch_2() -> bool:  # epoch 1's checkpoint, and a snapshot written after it
+        try:
+            return latest.stat().st_mtime_ns < snap.stat().st_mtime_ns
+        except FileNotFoundError:
+            return False
+
+    deadline = time.time() + 240
+    while time.time() < deadline and not in_epoch_2() and proc.poll() is None:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    held = torch.load(snap, weights_only=True)
+    assert held["epoch"] == 2 and torch.load(latest, weights_only=True)["epoch"] == 1, "the kill did not land in epoch 2"
+    resumed = subprocess.run(cmd(cfg, "--resume"), cwd=work, env=ENV, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming out/cifar10_dhkd/snap_killed_{path} in epoch 2 at step " in resumed.stdout
+    straight_run = work / "out/cifar10_dhkd" / f"snap_straight_{path}"
+    a = torch.load(straight_run / "latest", weights_only=True)
+    b = torch.load(latest, weights_only=True)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
+    assert all(torch.equal(a["optimizer"]["state"][i]["momentum_buffer"], b["optimizer"]["state"][i]["momentum_buffer"])
+               for i in a["optimizer"]["state"])
+    la, lb = worklog.read(str(straight_run / "worklog.txt")), worklog.read(str(run / "worklog.txt"))
+
+    def numbers(log):  # the teacher cache's hit rate depends on what ran before
+        return {e: {k: v for k, v in vals.items() if k != "teacher_cache_hit"} for e, vals in log.epochs.items()}
+
+    assert numbers(la) == numbers(lb) and list(lb.epochs) == [1, 2] and lb.finished
+    assert "steps of epoch 2, from its snapshot)" in (run / "worklog.txt").read_text()
+    assert not snap.exists()
+
+
 def test_dataloader_path_with_workers_resumes_bitwise(work):
     """EXT.FAST_DATA off with 2 worker processes: a run stopped after epoch 1 and resumed gives the
     uninterrupted run's numbers and weights (persistent workers had kept epoch 1's seeds, so the resumed

@@ -143,7 +143,9 @@ def status(spec: RunSpec) -> str:
     log = os.path.join(spec.run_dir, "worklog.txt")
     if os.path.isfile(log) and worklog.read(log).finished:
         return "finished"
-    if os.path.isfile(os.path.join(spec.run_dir, "latest")):
+    from mdistiller_ext.runs.checkpoint import resumable
+
+    if resumable(spec.run_dir):
         return "partial"
     return "missing"
 

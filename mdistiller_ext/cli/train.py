@@ -152,15 +152,21 @@ class Interrupted(Exception):
 
 
 def _interrupted_message(log_path: str) -> str:
-    latest = os.path.join(log_path, "latest")
-    if not os.path.isfile(latest):
+    from mdistiller_ext.runs.checkpoint import LATEST, SNAPSHOT, load_safe
+
+    latest, partial = os.path.join(log_path, LATEST), os.path.join(log_path, SNAPSHOT)
+    epoch = int(load_safe(latest).get("epoch", 0)) if os.path.isfile(latest) else 0
+    snap = load_safe(partial) if os.path.isfile(partial) else {}
+    steps = f"{snap['step']} steps of epoch {epoch + 1}" if snap.get("epoch") == epoch + 1 else None
+    if epoch == 0 and steps is None:
         return (f"interrupted before the first epoch finished: {log_path} holds no checkpoint to resume; "
                 "start again with --overwrite")
-    from mdistiller_ext.runs.checkpoint import load_safe
-
-    epoch = load_safe(latest).get("epoch", "?")
-    saved = "epoch 1 is" if epoch == 1 else f"epochs 1-{epoch} are"
-    return f"interrupted: {saved} saved in {latest}; continue with --resume {log_path}"
+    if epoch == 0:
+        saved = f"{steps} are saved in {partial}"
+    else:
+        saved = f"epoch 1 is saved in {latest}" if epoch == 1 else f"epochs 1-{epoch} are saved in {latest}"
+        saved += f", and {steps} in {partial}" if steps else ""
+    return f"interrupted: {saved}; continue with --resume {log_path}"
 
 
 def main(argv: Optional[List[str]] = None) -> int:

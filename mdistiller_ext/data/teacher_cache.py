@@ -274,6 +274,12 @@ class CachedTeacher:
         total = self.hits + self.misses
         return self.hits / total if total else 0.0
 
+    def epoch_state(self) -> Dict[str, int]:
+        return {"hits": self.hits, "misses": self.misses}
+
+    def load_epoch_state(self, state: Dict[str, int]) -> None:
+        self.hits, self.misses = int(state["hits"]), int(state["misses"])
+
     def take_counts(self) -> Dict[str, float]:
         """This epoch's hit rate (worklog ``teacher_cache_hit``), then the counters restart."""
         rate = self.hit_rate()

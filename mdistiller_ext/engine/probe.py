@@ -66,6 +66,14 @@ class GradProbe:
         self._steps.append(step)
         self._values.append(conflict(ce, kd, self.params).detach())
 
+    def epoch_state(self) -> Dict[str, object]:
+        """What this epoch has measured so far (an in-epoch snapshot holds it)."""
+        return {"steps": list(self._steps), "values": [v.detach().cpu() for v in self._values]}
+
+    def load_epoch_state(self, state: Dict[str, object]) -> None:
+        device = self.params[0].device if self.params else torch.device("cpu")
+        self._steps, self._values = list(state["steps"]), [v.to(device) for v in state["values"]]
+
     def take_epoch(self) -> Optional[Dict[str, object]]:
         """{"steps", "cos", "ratio"} lists and the means over the finite values, then reset (one sync)."""
         if not self._values:

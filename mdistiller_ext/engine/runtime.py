@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 HOST_CANNOT = {"EXT.AMP": ("auto", "off"), "EXT.COMPILE": (False,), "EXT.FAST_DATA": ("auto", "off"),
                "EXT.CHANNELS_LAST": ("auto", "off"), "EXT.NONFINITE": ("stop",), "EXT.DETERMINISTIC": (False,),
                "EXT.SYNC_BN": (False,), "EXT.GRAD_PROBE_EVERY": (0,), "EXT.VAL_SPLIT": (0,),
-               "EXT.TEACHER_CACHE": ("auto", "off")}
+               "EXT.TEACHER_CACHE": ("auto", "off"), "EXT.SNAPSHOT_MINUTES": (10.0, 0.0)}
 
 
 @dataclass(frozen=True)

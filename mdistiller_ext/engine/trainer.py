@@ -32,7 +32,7 @@ from mdistiller_ext.errors import UserError
 from mdistiller_ext.engine.evaluate import evaluate, topk_correct
 from mdistiller_ext.methods.base import hook
 from mdistiller_ext.engine.step import NonFiniteGuard, StepSetup, train_step
-from mdistiller_ext.engine import wandb_log
+from mdistiller_ext.engine import snapshot, wandb_log
 from mdistiller_ext.engine.probe import GradProbe
 from mdistiller_ext.runs.pooling import config_differences
 from mdistiller_ext.engine.distributed import (SINGLE, DistInfo, all_reduce_mean_, all_reduce_sum, average_buffers_,
@@ -147,6 +147,9 @@ class Trainer:
             self.contrast = NegativeSampler(training_labels(train_loader), *spec)
             self.contrast_generator = torch.Generator()
         self.guard = NonFiniteGuard(cfg.EXT.NONFINITE, device)
+        # one process only: under torchrun each process would need its own random states in the file
+        self.snapshots = snapshot.Clock(0.0 if dist_info.enabled else cfg.EXT.SNAPSHOT_MINUTES)
+        self._position: Optional[Dict[str, object]] = None  # the in-epoch snapshot a resume continues from
         self.best_acc = -1.0
         self.writer = None
         every = cfg.EXT.GRAD_PROBE_EVERY
@@ -180,16 +183,19 @@ class Trainer:
         def record_cost(last: int) -> None:
             provenance.record_cost(self.log_path, first, last, time.time() - wall0, time.process_time() - cpu0, started)
 
+        at_step = int(self._position["step"]) if self._position is not None else None
         if main and resume:
-            print(f"resuming {self.log_path} after epoch {epoch - 1} (best so far {self.best_acc:.2f}); "
+            where = f"after epoch {epoch - 1}" if at_step is None else \
+                f"in epoch {epoch} at step {at_step}/{len(self.train_loader)} (its snapshot)"
+            print(f"resuming {self.log_path} {where} (best so far {self.best_acc:.2f}); "
                   + (f"epoch {epoch} to go" if epoch == self.cfg.SOLVER.EPOCHS else f"epochs {epoch}-{self.cfg.SOLVER.EPOCHS} to go"),
                   flush=True)
         if main:
             if resume:  # accepted: the directory now describes the run as it goes on (e.g. more epochs)
                 write_config(self.log_path, self.cfg)
             info = self.runtime()
-            provenance.record(self.log_path, info, epoch - 1 if resume else None)
-            worklog.append(self._path("worklog.txt"), provenance.worklog_line(info, epoch - 1 if resume else None))
+            provenance.record(self.log_path, info, epoch - 1 if resume else None, at_step)
+            worklog.append(self._path("worklog.txt"), provenance.worklog_line(info, epoch - 1 if resume else None, at_step))
             self.wandb = bool(self.cfg.LOG.WANDB) and wandb_log.start_wandb(self.cfg, self.experiment_name)
             from tensorboardX import SummaryWriter
 
@@ -305,14 +311,19 @@ class Trainer:
         sums = torch.zeros(2, device=dev)  # loss * n, top-1 hits
         seen = 0
         self.guard.reset()
+        steps = len(self.train_loader)
+        batches = iter(self.train_loader)
+        start = 0
+        if self._position is not None:  # resumed from this epoch's snapshot
+            start, sums, seen = self._continue_epoch(batches)
         # None lets tqdm switch itself off when stderr is not a terminal (logs of sweeps, nohup)
         show = self.cfg.EXT.PROGRESS and self.dist.is_main
-        bar = tqdm(total=len(self.train_loader), desc=f"epoch {epoch}", disable=None if show else True,
+        bar = tqdm(total=steps, initial=start, desc=f"epoch {epoch}", disable=None if show else True,
                    dynamic_ncols=True, leave=False)
         refreshed = logged = started = time.monotonic()
+        seen_before = seen  # the speed counts only this process's images
         terminal = sys.stderr.isatty()
-        steps = len(self.train_loader)
-        for step, batch in enumerate(self.train_loader):
+        for step, batch in enumerate(batches, start):
             image, target = self._prepare(batch)
             # epochs completed after this step: the per-step warm-up of a fractional DKD/AEKT.WARMUP
             extra: Dict[str, object] = {"progress": epoch - 1 + (step + 1) / steps}
@@ -325,27 +336,60 @@ class Trainer:
             probe = functools.partial(self.probe.measure, step) if self.probe is not None and self.probe.due(step) else None
             done = train_step(self.model, self.optimizer, image, target, epoch, self.setup, step, self.guard, probe, extra)
             bar.update()
-            if done is None:
-                continue
-            logits, total = done
-            n = target.shape[0]
-            seen += n
-            sums += torch.stack([total.float() * n, topk_correct(logits.detach(), target, (1,))[0]])
-            now = time.monotonic()
-            if step % CHECK_EVERY == 0 or step == len(self.train_loader) - 1 or now - refreshed > REFRESH_SECONDS:
-                refreshed = now
-                self._check_finite(epoch)
-                s = sums.tolist()
-                bar.set_postfix(loss=f"{s[0] / max(seen, 1):.4f}", top1=f"{100 * s[1] / max(seen, 1):.2f}")
-                if show and not terminal and now - logged >= LOG_SECONDS:
-                    logged = now
-                    print(f"epoch {epoch} step {step + 1}/{steps} | loss {s[0] / max(seen, 1):.4f} | "
-                          f"{seen / (now - started):.0f} images/s", flush=True)
+            if done is not None:
+                logits, total = done
+                n = target.shape[0]
+                seen += n
+                sums += torch.stack([total.float() * n, topk_correct(logits.detach(), target, (1,))[0]])
+                now = time.monotonic()
+                if step % CHECK_EVERY == 0 or step == steps - 1 or now - refreshed > REFRESH_SECONDS:
+                    refreshed = now
+                    self._check_finite(epoch)
+                    s = sums.tolist()
+                    bar.set_postfix(loss=f"{s[0] / max(seen, 1):.4f}", top1=f"{100 * s[1] / max(seen, 1):.2f}")
+                    if show and not terminal and now - logged >= LOG_SECONDS:
+                        logged = now
+                        print(f"epoch {epoch} step {step + 1}/{steps} | loss {s[0] / max(seen, 1):.4f} | "
+                              f"{(seen - seen_before) / (now - started):.0f} images/s", flush=True)
+            if step < steps - 1 and self.snapshots.due():  # the epoch's end writes `latest` instead
+                self._snapshot(epoch, step + 1, sums, seen)
         bar.close()
         self._check_finite(epoch)
         # the sample count joins the device sums only once, for the cross-process reduction
         s = all_reduce_sum(torch.cat([sums, torch.tensor([float(seen)], device=dev)])).tolist()
         return s[0] / max(s[2], 1), 100.0 * s[1] / max(s[2], 1)
+
+    def _generators(self) -> Dict[str, torch.Generator]:
+        """The engine's own random generators, beside torch's, numpy's and Python's."""
+        return {"contrast": self.contrast_generator} if self.contrast is not None else {}
+
+    def _snapshot(self, epoch: int, steps_done: int, sums: torch.Tensor, seen: int) -> None:
+        """The epoch in progress after ``steps_done`` steps: what _continue_epoch needs to go on from there."""
+        self._check_finite(epoch)  # a snapshot holds only steps that passed the guard
+        state = self._state(epoch)
+        state.update(step=steps_done, sums=sums.detach().cpu(), seen=seen,
+                     rng=snapshot.capture_rng(self.device, self._generators()),
+                     diagnostics=hook(self.distiller, "epoch_state")(),
+                     probe=self.probe.epoch_state() if self.probe is not None else {},
+                     cache=self.cached.epoch_state() if self.cached is not None else {})
+        with interrupts_deferred():
+            save_atomic(state, self._path(snapshot.FILE))
+
+    def _continue_epoch(self, batches) -> Tuple[int, torch.Tensor, int]:
+        """(first step, loss and hit sums, images seen) of an epoch resumed from its snapshot: the steps it
+        holds are passed over (their batches drawn and dropped, so a loader's own draws move on as they did),
+        then every random state and the epoch's running values are put back as they were."""
+        position, self._position = self._position, None
+        start = int(position["step"])
+        for _ in range(start):
+            next(batches)
+        snapshot.restore_rng(position["rng"], self.device, self._generators())
+        hook(self.distiller, "load_epoch_state")(position["diagnostics"])
+        if self.probe is not None and position["probe"]:
+            self.probe.load_epoch_state(position["probe"])
+        if self.cached is not None and position["cache"]:
+            self.cached.load_epoch_state(position["cache"])
+        return start, position["sums"].to(self.device), int(position["seen"])
 
     def _batchnorm_buffers(self) -> List[torch.Tensor]:
         """The running statistics of the student's (and heads') BatchNorm layers: what each process updates from
@@ -397,7 +441,7 @@ class Trainer:
     def _student(self) -> nn.Module:
         return self.distiller.student
 
-    def _save(self, epoch: int, improved: bool) -> None:
+    def _state(self, epoch: int) -> Dict[str, object]:
         config = self.cfg.dump()
         # the data order needs no position: each epoch's order is a function of (seed, epoch)
         state = {"epoch": epoch, "model": self.distiller.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -405,9 +449,14 @@ class Trainer:
                  "config_hash": hashlib.sha256(config.encode()).hexdigest(), "nonfinite_skipped": self.guard.skipped}
         if self.setup.scaler is not None:  # fp16: the loss scale it has found (a fresh scaler starts at 65536)
             state["scaler"] = self.setup.scaler.state_dict()
+        return state
+
+    def _save(self, epoch: int, improved: bool) -> None:
+        state = self._state(epoch)
         student = {"model": self._student().state_dict()}
         with interrupts_deferred():  # Ctrl-C here lands after the epoch's checkpoints, all whole
             save_atomic(state, self._path("latest"))
+            snapshot.remove(self.log_path)  # after `latest`: a crash between leaves one that resume ignores
             save_atomic(student, self._path("student_latest"))
             if epoch % self.cfg.LOG.SAVE_CHECKPOINT_FREQ == 0:
                 save_atomic(state, self._path(f"epoch_{epoch}"))
@@ -417,11 +466,17 @@ class Trainer:
                 save_atomic(student, self._path("student_best"))
 
     def _resume(self) -> int:
+        """Load the last finished epoch's checkpoint, or the snapshot of the epoch after it where there is
+        one; returns the last finished epoch."""
         path = self._path("latest")
-        if not os.path.exists(path):
-            raise UserError(f"--resume: no checkpoint at {path} (no epoch finished); start again with --overwrite")
         self._check_same_teacher()
-        state = load_safe(path)
+        state = load_safe(path) if os.path.exists(path) else None
+        finished = int(state["epoch"]) if state is not None else 0
+        partial = self._read_snapshot(finished + 1)
+        if partial is not None:
+            state, path, self._position = partial, self._path(snapshot.FILE), partial
+        if state is None:
+            raise UserError(f"--resume: no checkpoint at {path} (no epoch finished); start again with --overwrite")
         saved = CfgNode.load_cfg(state["config"]) if "config" in state else None
         if saved is not None and not self.force_resume:
             diff = config_differences(saved, self.cfg)
@@ -437,10 +492,28 @@ class Trainer:
             self.setup.scaler.load_state_dict(state["scaler"])
         self.best_acc = float(state["best_acc"])
         self.guard.skipped = int(state.get("nonfinite_skipped", 0))
-        epoch = int(state["epoch"])
         if self.dist.is_main:  # one process rewrites the logs; the others wait at the barrier in train()
-            self._truncate_logs(epoch)
-        return epoch
+            self._truncate_logs(finished)
+        return finished
+
+    def _read_snapshot(self, epoch: int) -> Optional[Dict[str, object]]:
+        """The snapshot of ``epoch`` in progress, where there is one this run can go on from: not one of an
+        earlier epoch (left by a crash just after that epoch's checkpoint), nor one taken under a config that
+        --force-resume accepted (its step would count other batches), nor any under torchrun; one that
+        cannot be read is passed over with a note. Without one the epoch runs again from its start, as
+        without snapshots."""
+        path = self._path(snapshot.FILE)
+        if not os.path.exists(path) or self.dist.enabled:  # one process's random states and sums: not for several
+            return None
+        try:
+            state = load_safe(path)
+        except UserError as e:
+            if self.dist.is_main:
+                print(f"note: {e}; resuming from the last finished epoch instead", file=sys.stderr)
+            return None
+        if int(state["epoch"]) != epoch or config_differences(CfgNode.load_cfg(state["config"]), self.cfg):
+            return None
+        return state
 
     def _check_same_teacher(self) -> None:
         """A resumed run learns from the file it started with: the teacher's sha256 against runtime.json's."""

@@ -179,6 +179,12 @@ class AEKT(Distiller):
         self._sums = torch.cat([self._sums[:1] + step[:1], torch.maximum(self._sums[1:2], step[1:2]),
                                 self._sums[2:] + step[2:]])
 
+    def epoch_state(self) -> Dict[str, torch.Tensor]:
+        return {"sums": self._sums.detach().cpu().clone()}
+
+    def load_epoch_state(self, state: Dict[str, torch.Tensor]) -> None:
+        self._sums = state["sums"].clone()  # _observe moves it to the batches' device
+
     def take_diagnostics(self) -> Dict[str, float]:
         """The epoch's mean and max of w, its mean explicit (alpha * w * TCKD) and implicit (beta * NCKD)
         terms before the warm-up factor, and the serialization layer's distance from the identity

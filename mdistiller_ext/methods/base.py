@@ -119,6 +119,13 @@ class Distiller(host.Distiller):
         """Per-epoch diagnostics gathered during training (worklog and tensorboard), then reset."""
         return {}
 
+    def epoch_state(self) -> Dict[str, torch.Tensor]:
+        """What take_diagnostics has gathered so far this epoch, for an in-epoch snapshot (engine/snapshot.py)."""
+        return {}
+
+    def load_epoch_state(self, state: Dict[str, torch.Tensor]) -> None:
+        """Put back what epoch_state returned (a run resumed in the middle of an epoch)."""
+
     def contrast_spec(self) -> Optional[Tuple[int, str]]:
         """(K, mode) where forward_train takes each sample's ``index`` and ``contrastive_index`` (CRD's positive
         and K negatives, data/contrast.py), which the engine then draws; None for every other method."""
@@ -126,7 +133,7 @@ class Distiller(host.Distiller):
 
 
 HOOKS = ("forward_test_heads", "split_losses", "get_extra_parameters", "param_groups", "take_diagnostics",
-         "contrast_spec")
+         "epoch_state", "load_epoch_state", "contrast_spec")
 
 
 def hook(distiller: nn.Module, name: str) -> Callable:

@@ -10,6 +10,14 @@ import torch.nn as nn
 from mdistiller_ext.atomic import write_atomic
 from mdistiller_ext.errors import UserError
 
+# what --resume continues from: the last finished epoch, or the snapshot of the epoch after it (engine/snapshot.py)
+LATEST, SNAPSHOT = "latest", "latest_partial"
+
+
+def resumable(run_dir: str) -> bool:
+    """Whether ``run_dir`` holds a checkpoint --resume can continue from."""
+    return any(os.path.isfile(os.path.join(run_dir, name)) for name in (LATEST, SNAPSHOT))
+
 
 def save_atomic(obj: Any, path: str) -> None:
     """torch.save through the atomic writer: a crash leaves either the old file or the new one."""

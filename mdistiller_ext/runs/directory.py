@@ -9,6 +9,7 @@ from typing import List, Sequence, Tuple
 from yacs.config import CfgNode
 
 from mdistiller_ext.errors import UserError
+from mdistiller_ext.runs.checkpoint import LATEST, SNAPSHOT, resumable
 from mdistiller_ext.runs.naming import experiment_name, load_config
 from mdistiller_ext.runs.pooling import RESUME_NEUTRAL_KEYS
 
@@ -39,6 +40,10 @@ def start_run_dir(log_path: str, cfg: CfgNode) -> None:
     log = os.path.join(log_path, "worklog.txt")
     if os.path.exists(log):  # --overwrite
         os.remove(log)
+    # what --resume would continue from is the old run's: a crash of this one in its first epoch must not lead there
+    for name in (LATEST, SNAPSHOT):
+        if os.path.exists(os.path.join(log_path, name)):
+            os.remove(os.path.join(log_path, name))
     write_config(log_path, cfg)
 
 
@@ -52,7 +57,7 @@ def resolve_run(args: argparse.Namespace) -> Tuple[CfgNode, str]:
         if not os.path.isdir(run_dir):
             raise UserError(f"--resume {args.run_dir}: no such run directory; give the folder of a run (it holds worklog.txt "
                             "and latest), or --cfg with the run's overrides")
-        if not os.path.isfile(os.path.join(run_dir, "latest")):
+        if not resumable(run_dir):
             raise UserError(f"--resume {args.run_dir}: no checkpoint {os.path.join(run_dir, 'latest')}; "
                             "give a run directory that finished at least one epoch")
         cfg = load_config(args.cfg or saved, args.opts)
@@ -89,7 +94,7 @@ def runs_of_config(cfg: CfgNode, neutral: Sequence[str], with_checkpoint: bool =
         under_tag = d == tag or d.startswith(tag + ",") or ("...#" in d and d.startswith(tag))
         if not under_tag or not os.path.isfile(saved):
             continue
-        if with_checkpoint and not os.path.isfile(os.path.join(project, d, "latest")):
+        if with_checkpoint and not resumable(os.path.join(project, d)):
             continue
         with open(saved) as f:
             if not config_differences(CfgNode.load_cfg(f.read()), cfg, neutral):

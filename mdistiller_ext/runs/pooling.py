@@ -11,7 +11,7 @@ from mdistiller_ext.config import flat_config
 NUMBER_NEUTRAL_KEYS = ("EXPERIMENT.NAME", "EXPERIMENT.TAG", "EXPERIMENT.PROJECT", "LOG.PREFIX", "LOG.WANDB",
                        "LOG.SAVE_CHECKPOINT_FREQ", "LOG.TENSORBOARD_FREQ", "DATASET.NUM_WORKERS", "EXT.PROGRESS",
                        "EXT.DATA_ROOT", "EXT.DATA_CACHE", "EXT.DOWNLOAD", "EXT.CKPT_ROOT", "EXT.TEACHER_CKPT",
-                       "EXT.THREADS", "EXT.GRAD_PROBE_EVERY", "EXT.EXPORT_TEACHER", "EXT.EXPORT_TEACHER_EPOCH",
+                       "EXT.THREADS", "EXT.GRAD_PROBE_EVERY", "EXT.SNAPSHOT_MINUTES", "EXT.EXPORT_TEACHER", "EXT.EXPORT_TEACHER_EPOCH",
                        # cached logits are the live teacher's for the same view in the same precision (teacher_cache.py)
                        "EXT.TEACHER_CACHE", "EXT.TEACHER_CACHE_DIR")
 # config keys whose effect the runtime record holds as resolved (EXT.FAST_DATA auto -> the data path used)

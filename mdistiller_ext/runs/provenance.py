@@ -79,8 +79,13 @@ def describe(route: str, device: torch.device, amp: Optional[torch.dtype], chann
     }
 
 
-def worklog_line(info: Dict[str, object], resumed_from: Optional[int] = None) -> str:
-    head = "# runtime" if resumed_from is None else f"# runtime (resumed after epoch {resumed_from})"
+def _resumed(resumed_from: int, at_step: Optional[int]) -> str:
+    where = f"resumed after epoch {resumed_from}"
+    return where if at_step is None else f"{where} and {at_step} steps of epoch {resumed_from + 1}, from its snapshot"
+
+
+def worklog_line(info: Dict[str, object], resumed_from: Optional[int] = None, at_step: Optional[int] = None) -> str:
+    head = "# runtime" if resumed_from is None else f"# runtime ({_resumed(resumed_from, at_step)})"
     flat = {k: v for k, v in info.items() if k != "teacher"}
     teacher = info.get("teacher")
     if isinstance(teacher, dict):
@@ -88,13 +93,18 @@ def worklog_line(info: Dict[str, object], resumed_from: Optional[int] = None) ->
     return head + ": " + " | ".join(f"{k}={v}" for k, v in flat.items()) + os.linesep
 
 
-def record(run_dir: str, info: Dict[str, object], resumed_from: Optional[int] = None) -> None:
-    """Write runtime.json (a fresh run) or add a ``resumed`` entry to it (a resumed run)."""
+def record(run_dir: str, info: Dict[str, object], resumed_from: Optional[int] = None,
+           at_step: Optional[int] = None) -> None:
+    """Write runtime.json (a fresh run) or add a ``resumed`` entry to it (a resumed run; ``at_step``: the
+    steps of the next epoch its in-epoch snapshot held)."""
     data = read(run_dir) if resumed_from is not None else None
     if data is None:
         data = dict(info)
     else:
-        data.setdefault("resumed", []).append(dict(info, after_epoch=resumed_from))
+        entry = dict(info, after_epoch=resumed_from)
+        if at_step is not None:
+            entry["after_step"] = at_step
+        data.setdefault("resumed", []).append(entry)
     _write(run_dir, data)
 
 
