@@ -164,6 +164,22 @@ def test_a_run_stopped_in_its_first_epoch_resumes_from_the_snapshot_alone(tmp_pa
         worklog.read(str(tmp_path / "straight" / "run" / "worklog.txt")).epochs
 
 
+def test_a_run_with_only_a_snapshot_is_resumed_by_the_sweep_and_overwrite_removes_it(tmp_path):
+    from mdistiller_ext.cli.sweep import RunSpec, command, status
+    from mdistiller_ext.runs.directory import start_run_dir
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "worklog.txt").write_text("")
+    spec = RunSpec("cifar100", "kd", "res56_res20", 0, "kd.yaml", [], str(run))
+    assert status(spec) == "missing" and "--overwrite" in command(spec, "missing")
+    (run / SNAPSHOT).write_bytes(b"epoch 1 in progress")
+    assert status(spec) == "partial" and "--resume" in command(spec, "partial")
+    (run / "latest").write_bytes(b"an old run's last epoch")
+    start_run_dir(str(run), registration.base_cfg())  # --overwrite: a new run starts here
+    assert not (run / SNAPSHOT).exists() and not (run / "latest").exists() and status(spec) == "missing"
+
+
 def test_without_latest_or_snapshot_resume_is_one_line(tmp_path):
     cfg = _cfg("CE", EVERY_STEP)
     t = trainer_for(_noisy(cfg), cfg, tmp_path)
