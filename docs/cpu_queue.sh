@@ -22,12 +22,15 @@ PY=${PYTHON:-python3}
 # worktree name, pinned commit, sweep file, the folder its runs land in, what sync copies (finished runs, or
 # every run: a 240-epoch run spans sessions, and how far it got is committed at each session's end), and whether
 # the next sweep waits for this one or starts beside it (the baselines: CRD's single run holds one core for about
-# ten hours, its 16,385 memory rows gathered per sample, while the other three finish in about an hour)
+# ten hours, its 16,385 memory rows gathered per sample, while the other three finish in about an hour).
+# baselines100 (from 55839bd) and res56_res20 (from adac77b) were moved once, at an epoch's end with their
+# runs stopped and synced, to c1d1e10: the same training code plus in-epoch snapshots, which change no number
+# (tests/test_snapshot.py, bitwise) and keep a stopped session's epoch in progress (up to an hour of CRD)
 QUEUE=(
   "study100 e972a62 docs/cifar100_study/sweep.yaml docs/cifar100_study/runs finished wait"
-  "baselines100 55839bd docs/cifar100_study/sweep_baselines.yaml docs/cifar100_study/runs finished beside"
+  "baselines100 c1d1e10 docs/cifar100_study/sweep_baselines.yaml docs/cifar100_study/runs finished beside"
   "distcheck100 28b136a docs/cifar100_study/sweep_dist_check.yaml docs/cifar100_study/runs finished beside"
-  "res56_res20 adac77b docs/cifar100_res56_res20/sweep.yaml docs/cifar100_res56_res20 every wait"
+  "res56_res20 c1d1e10 docs/cifar100_res56_res20/sweep.yaml docs/cifar100_res56_res20 every wait"
 )
 LONG_RUNS=docs/cifar100_res56_res20
 # every later worktree links its ./data (EXT.DATA_CACHE's default) to the first sweep's: the decoded CIFAR-100,
