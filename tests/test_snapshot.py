@@ -200,3 +200,18 @@ def test_the_clock_is_due_every_interval_and_never_when_off(monkeypatch):
         now[0] = t
         due.append((clock.due(), off.due()))
     assert due == [(False, False), (False, False), (True, False), (False, False), (False, False), (True, False)]
+
+
+def test_ctrl_c_message_names_the_snapshot(tmp_path):
+    from mdistiller_ext.cli.train import _interrupted_message
+
+    torch.save({"epoch": 1, "step": 12}, tmp_path / SNAPSHOT)
+    assert _interrupted_message(str(tmp_path)) == \
+        f"interrupted: 12 steps of epoch 1 are saved in {tmp_path / SNAPSHOT}; continue with --resume {tmp_path}"
+    torch.save({"epoch": 3}, tmp_path / "latest")
+    assert _interrupted_message(str(tmp_path)) == \
+        f"interrupted: epochs 1-3 are saved in {tmp_path / 'latest'}; continue with --resume {tmp_path}"
+    torch.save({"epoch": 4, "step": 7}, tmp_path / SNAPSHOT)
+    assert ", and 7 steps of epoch 4 in " in _interrupted_message(str(tmp_path))
+    (tmp_path / SNAPSHOT).write_bytes(b"cut short")
+    assert "steps" not in _interrupted_message(str(tmp_path))

@@ -156,7 +156,10 @@ def _interrupted_message(log_path: str) -> str:
 
     latest, partial = os.path.join(log_path, LATEST), os.path.join(log_path, SNAPSHOT)
     epoch = int(load_safe(latest).get("epoch", 0)) if os.path.isfile(latest) else 0
-    snap = load_safe(partial) if os.path.isfile(partial) else {}
+    try:
+        snap = load_safe(partial) if os.path.isfile(partial) else {}
+    except UserError:  # unreadable: --resume passes it over too
+        snap = {}
     steps = f"{snap['step']} steps of epoch {epoch + 1}" if snap.get("epoch") == epoch + 1 else None
     if epoch == 0 and steps is None:
         return (f"interrupted before the first epoch finished: {log_path} holds no checkpoint to resume; "

@@ -64,7 +64,6 @@ def restore_rng(state: Dict[str, object], device: torch.device, generators: Dict
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-
 def remove(run_dir: str) -> None:
     """Drop the run's snapshot (its epoch has finished)."""
     try:
