@@ -59,6 +59,12 @@ def cmd(cfg: str, *extra: str):
 ENV = dict(os.environ, PYTHONUNBUFFERED="1")
 
 
+def _numbers(log):
+    """A worklog's epochs without the teacher cache's hit rate, which depends on what ran before (an earlier run
+    filled the cache)."""
+    return {e: {k: v for k, v in vals.items() if k != "teacher_cache_hit"} for e, vals in log.epochs.items()}
+
+
 def test_kill_9_mid_epoch_then_resume_is_bitwise_identical(work):
     straight = subprocess.run(cmd(write_cfg(work, "straight")), cwd=work, env=ENV, capture_output=True, text=True)
     assert straight.returncode == 0, straight.stderr
@@ -79,11 +85,7 @@ def test_kill_9_mid_epoch_then_resume_is_bitwise_identical(work):
     b = torch.load(work / "out/cifar10_dhkd/killed/student_latest", weights_only=True)["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     la, lb = worklog.read(str(work / "out/cifar10_dhkd/straight/worklog.txt")), worklog.read(str(log))
-
-    def numbers(log):  # the teacher cache's hit rate depends on what ran before (here: the straight run)
-        return {e: {k: v for k, v in vals.items() if k != "teacher_cache_hit"} for e, vals in log.epochs.items()}
-
-    assert numbers(la) == numbers(lb) and la.best_acc == lb.best_acc and list(lb.epochs) == [1, 2, 3]
+    assert _numbers(la) == _numbers(lb) and la.best_acc == lb.best_acc and list(lb.epochs) == [1, 2, 3]
     # the killed segment's cost was recorded as its epoch finished, the resumed one's after it
     cost = json.loads((work / "out/cifar10_dhkd/killed/runtime.json").read_text())["cost"]
     assert [c["epochs"] for c in cost] == [[1, 1], [2, 3]] and all(c["cpu_s"] > 0 for c in cost)
@@ -129,11 +131,7 @@ def test_kill_9_after_an_in_epoch_snapshot_resumes_from_it_bitwise(work, path):
     assert all(torch.equal(a["optimizer"]["state"][i]["momentum_buffer"], b["optimizer"]["state"][i]["momentum_buffer"])
                for i in a["optimizer"]["state"])
     la, lb = worklog.read(str(straight_run / "worklog.txt")), worklog.read(str(run / "worklog.txt"))
-
-    def numbers(log):  # the teacher cache's hit rate depends on what ran before
-        return {e: {k: v for k, v in vals.items() if k != "teacher_cache_hit"} for e, vals in log.epochs.items()}
-
-    assert numbers(la) == numbers(lb) and list(lb.epochs) == [1, 2] and lb.finished
+    assert _numbers(la) == _numbers(lb) and list(lb.epochs) == [1, 2] and lb.finished
     assert "steps of epoch 2, from its snapshot)" in (run / "worklog.txt").read_text()
     assert not snap.exists()
 

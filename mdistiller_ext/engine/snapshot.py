@@ -8,15 +8,12 @@ sums of the epoch's training loss and accuracy, and what the epoch's diagnostics
 snapshot is its own file beside ``latest`` (``latest`` keeps meaning the last finished epoch, for the
 host, eval and the sweeps), and is removed once the epoch's checkpoint is written.
 """
-import os
 import random
 import time
 from typing import Dict
 
 import numpy as np
 import torch
-
-from mdistiller_ext.runs.checkpoint import SNAPSHOT as FILE
 
 
 class Clock:
@@ -63,10 +60,3 @@ def restore_rng(state: Dict[str, object], device: torch.device, generators: Dict
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
 
-
-def remove(run_dir: str) -> None:
-    """Drop the run's snapshot (its epoch has finished)."""
-    try:
-        os.remove(os.path.join(run_dir, FILE))
-    except FileNotFoundError:
-        pass

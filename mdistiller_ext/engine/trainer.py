@@ -25,7 +25,7 @@ from mdistiller_ext.host import adapter as host
 from mdistiller_ext.runs import provenance
 from mdistiller_ext.runs import worklog
 from mdistiller_ext.atomic import interrupts_deferred, write_text
-from mdistiller_ext.runs.checkpoint import load_safe, save_atomic
+from mdistiller_ext.runs.checkpoint import SNAPSHOT, discard, load_safe, save_atomic
 from mdistiller_ext.config import write_config
 from mdistiller_ext.engine.runtime import Runtime, resolve
 from mdistiller_ext.errors import UserError
@@ -373,7 +373,7 @@ class Trainer:
                      probe=self.probe.epoch_state() if self.probe is not None else {},
                      cache=self.cached.epoch_state() if self.cached is not None else {})
         with interrupts_deferred():
-            save_atomic(state, self._path(snapshot.FILE))
+            save_atomic(state, self._path(SNAPSHOT))
 
     def _continue_epoch(self, batches) -> Tuple[int, torch.Tensor, int]:
         """(first step, loss and hit sums, images seen) of an epoch resumed from its snapshot: the steps it
@@ -456,7 +456,7 @@ class Trainer:
         student = {"model": self._student().state_dict()}
         with interrupts_deferred():  # Ctrl-C here lands after the epoch's checkpoints, all whole
             save_atomic(state, self._path("latest"))
-            snapshot.remove(self.log_path)  # after `latest`: a crash between leaves one that resume ignores
+            discard(self.log_path, SNAPSHOT)  # after `latest`: a crash between leaves one that resume ignores
             save_atomic(student, self._path("student_latest"))
             if epoch % self.cfg.LOG.SAVE_CHECKPOINT_FREQ == 0:
                 save_atomic(state, self._path(f"epoch_{epoch}"))
@@ -474,7 +474,7 @@ class Trainer:
         finished = int(state["epoch"]) if state is not None else 0
         partial = self._read_snapshot(finished + 1)
         if partial is not None:
-            state, path, self._position = partial, self._path(snapshot.FILE), partial
+            state, path, self._position = partial, self._path(SNAPSHOT), partial
         if state is None:
             raise UserError(f"--resume: no checkpoint at {path} (no epoch finished); start again with --overwrite")
         saved = CfgNode.load_cfg(state["config"]) if "config" in state else None
@@ -502,14 +502,13 @@ class Trainer:
         --force-resume accepted (its step would count other batches), nor any under torchrun; one that
         cannot be read is passed over with a note. Without one the epoch runs again from its start, as
         without snapshots."""
-        path = self._path(snapshot.FILE)
+        path = self._path(SNAPSHOT)
         if not os.path.exists(path) or self.dist.enabled:  # one process's random states and sums: not for several
             return None
         try:
             state = load_safe(path)
         except UserError as e:
-            if self.dist.is_main:
-                print(f"note: {e}; resuming from the last finished epoch instead", file=sys.stderr)
+            print(f"note: {e}; resuming from the last finished epoch instead", file=sys.stderr)
             return None
         if int(state["epoch"]) != epoch or config_differences(CfgNode.load_cfg(state["config"]), self.cfg):
             return None

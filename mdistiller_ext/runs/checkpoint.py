@@ -19,6 +19,15 @@ def resumable(run_dir: str) -> bool:
     return any(os.path.isfile(os.path.join(run_dir, name)) for name in (LATEST, SNAPSHOT))
 
 
+def discard(run_dir: str, *names: str) -> None:
+    """Remove these files of ``run_dir``, those that exist."""
+    for name in names:
+        try:
+            os.remove(os.path.join(run_dir, name))
+        except FileNotFoundError:
+            pass
+
+
 def save_atomic(obj: Any, path: str) -> None:
     """torch.save through the atomic writer: a crash leaves either the old file or the new one."""
     try:

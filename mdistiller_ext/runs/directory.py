@@ -9,7 +9,7 @@ from typing import List, Sequence, Tuple
 from yacs.config import CfgNode
 
 from mdistiller_ext.errors import UserError
-from mdistiller_ext.runs.checkpoint import LATEST, SNAPSHOT, resumable
+from mdistiller_ext.runs.checkpoint import LATEST, SNAPSHOT, discard, resumable
 from mdistiller_ext.runs.naming import experiment_name, load_config
 from mdistiller_ext.runs.pooling import RESUME_NEUTRAL_KEYS
 
@@ -41,9 +41,7 @@ def start_run_dir(log_path: str, cfg: CfgNode) -> None:
     if os.path.exists(log):  # --overwrite
         os.remove(log)
     # what --resume would continue from is the old run's: a crash of this one in its first epoch must not lead there
-    for name in (LATEST, SNAPSHOT):
-        if os.path.exists(os.path.join(log_path, name)):
-            os.remove(os.path.join(log_path, name))
+    discard(log_path, LATEST, SNAPSHOT)
     write_config(log_path, cfg)
 
 
